@@ -1,0 +1,192 @@
+"""Command line: ``python -m uvis {label,show,config,weights,eval,export,import}``.
+
+Exit codes: 0 success, 2 bad input (:class:`BadInputError`), 1 internal error.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from uvis.config import Config
+from uvis.errors import BadInputError, MissingDependencyError, UvisError
+
+# Sub-command modules that register themselves with ``add_parser(subparsers)``.
+_PLUGIN_MODULES = ("uvis.weights_cli", "uvis.eval.cli", "uvis.export.cli")
+
+
+def _add_label(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("label", help="run proposals + embeddings on videos into a workspace, then decide")
+    p.add_argument("inputs", nargs="+", help="video files (mp4/avi/webm/mkv) or frame folders")
+    p.add_argument("--workspace", "-w", default="workspace", help="workspace folder (default ./workspace)")
+    p.add_argument("--config", help="YAML/JSON config file (partial files fill in defaults)")
+    p.add_argument("--proposer", choices=["motion", "file", "cutler", "detectron2"])
+    p.add_argument("--proposals-file", help="COCO/YouTube-VIS results JSON for --proposer file")
+    p.add_argument("--cutler-weights", help="CutLER weights: registry name or local .pth path")
+    p.add_argument("--min-size", type=int, help="CutLER short side (default 800)")
+    p.add_argument("--embedder", choices=["clip", "efficientnet"])
+    p.add_argument("--clip-model", help="open_clip model name (default ViT-B-32)")
+    p.add_argument("--clip-pretrained", help="open_clip pretrained tag or local checkpoint path")
+    p.add_argument("--vocabulary", help="preset name (ytvis2019, ytvis2021, ovis) or comma-separated classes")
+    p.add_argument("--max-frames", type=int, help="process at most N frames per video")
+    p.add_argument("--stride", type=int, help="keep every N-th frame")
+    p.add_argument("--max-side", type=int, help="downscale frames so the longer side is at most N px")
+    p.add_argument("--device", help="torch device for the models (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_label)
+
+
+def _add_show(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="print per-class kept/dropped counts and tracks of a workspace")
+    p.add_argument("--workspace", "-w", default="workspace")
+    p.add_argument("--video", help="only this video")
+    p.add_argument("--config", help="decide with this config (default: the workspace's latest)")
+    p.set_defaults(func=_run_show)
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="configuration helpers")
+    csub = p.add_subparsers(dest="config_cmd", required=True)
+    d = csub.add_parser("dump", help="print the default config (or --config FILE merged with defaults)")
+    d.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    d.add_argument("--config", help="a config file to validate and print in full")
+    d.set_defaults(func=_run_config_dump)
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """The config from ``--config`` plus command-line overrides, validated."""
+    from uvis.config import load_preset
+
+    cfg = Config.load(args.config) if getattr(args, "config", None) else Config()
+    data = cfg.to_dict()
+    pairs = {
+        ("proposer", "backend"): args.proposer, ("proposer", "file"): args.proposals_file,
+        ("proposer", "cutler_weights"): args.cutler_weights, ("proposer", "min_size"): args.min_size,
+        ("embedder", "backend"): args.embedder, ("embedder", "clip_model"): args.clip_model,
+        ("embedder", "clip_pretrained"): args.clip_pretrained, ("video", "max_frames"): args.max_frames,
+        ("video", "stride"): args.stride, ("video", "max_side"): args.max_side,
+        ("proposer", "device"): args.device, ("embedder", "device"): args.device,
+    }
+    for (section, key), value in pairs.items():
+        if value is not None:
+            data[section][key] = value
+    if args.proposals_file and not args.proposer:
+        data["proposer"]["backend"] = "file"
+    if args.vocabulary:
+        from uvis.config import vocabulary_presets
+
+        presets = vocabulary_presets()
+        data["labeler"]["vocabulary"] = load_preset(args.vocabulary) if args.vocabulary in presets else [
+            c.strip() for c in args.vocabulary.split(",") if c.strip()]
+    return Config.from_dict(data)
+
+
+def _run_label(args: argparse.Namespace) -> int:
+    from uvis.pipeline import Runner, open_project
+    from uvis.stats import format_counts
+    from uvis.workspace import Workspace
+
+    cfg = build_config(args)
+    for item in args.inputs:
+        if not Path(item).exists():
+            raise BadInputError(f"input not found: {item}")
+    ws = Workspace(args.workspace)
+    ws.db.save_config(cfg.to_json(), note="label")
+    runner = Runner(ws, cfg)
+    names = []
+    for item in args.inputs:
+        bar = None
+        if not args.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(unit="frame", desc=Path(item).name, file=sys.stderr)
+
+        def progress(p, bar=bar) -> None:
+            if bar is not None:
+                bar.total = p.total
+                bar.n = p.done
+                bar.refresh()
+
+        cache = runner.label_video(item, progress=progress)
+        if bar is not None:
+            bar.close()
+        names.append(cache.info.name)
+        if cache.num_cached < cache.info.num_frames:
+            print(f"warning: {cache.info.name}: only {cache.num_cached}/{cache.info.num_frames} frames cached",
+                  file=sys.stderr)
+    results = open_project(ws).decide(cfg)
+    print(format_counts({n: results[n] for n in names if n in results}))
+    for n in names:
+        r = results[n]
+        frames_with = len(set(r.instances.frame[r.kept].tolist()))
+        print(f"{n}: {r.info.num_frames} frames, {len(r.instances)} proposals, {int(r.kept.sum())} kept, "
+              f"{len(r.tracks)} tracks, {frames_with} frames with kept instances")
+    ws.close()
+    return 0
+
+
+def _run_show(args: argparse.Namespace) -> int:
+    from uvis.pipeline import open_project
+    from uvis.stats import format_counts
+    from uvis.workspace import Workspace
+
+    if not Path(args.workspace).is_dir():
+        raise BadInputError(f"workspace not found: {args.workspace}")
+    ws = Workspace(args.workspace)
+    if args.config:
+        cfg = Config.load(args.config)
+    else:
+        latest = ws.db.latest_config()
+        cfg = Config.from_dict(__import__("json").loads(latest[1])) if latest else Config()
+    videos = [args.video] if args.video else None
+    results = open_project(ws, videos).decide(cfg)
+    print(format_counts(results))
+    for name, r in results.items():
+        print(f"{name}: {r.info.num_frames} frames, {len(r.instances)} proposals, "
+              f"{int(r.kept.sum())} kept, {len(r.tracks)} tracks")
+    ws.close()
+    return 0
+
+
+def _run_config_dump(args: argparse.Namespace) -> int:
+    cfg = Config.load(args.config) if args.config else Config()
+    print(cfg.to_yaml() if args.format == "yaml" else cfg.to_json())
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m uvis", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_label(sub)
+    _add_show(sub)
+    _add_config(sub)
+    for mod_name in _PLUGIN_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and mod_name.startswith(exc.name):
+                continue  # that part of the tool is not installed in this checkout
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BadInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MissingDependencyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except UvisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; finished frames are cached and a re-run resumes", file=sys.stderr)
+        return 130

@@ -1,0 +1,48 @@
+"""RLE helpers shared by the evaluators (private).
+
+Evaluation works on pycocotools' own RLE form ``{"size": [H, W], "counts": bytes}`` so
+that masks are parsed once. Inputs may be compressed RLE with ``str`` counts (the UVIS
+convention, :mod:`uvis.masks`), compressed with ``bytes`` counts, or uncompressed RLE
+(``counts`` a list of run lengths, as in the YouTube-VIS annotation files).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pycocotools import mask as mask_utils
+
+from uvis.masks import RLE
+
+
+def to_coco(rle: RLE) -> RLE:
+    """One RLE in pycocotools' compressed form (``bytes`` counts). Raises ``ValueError``
+    with the reason when the dict is not an RLE."""
+    if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
+        raise ValueError("an RLE must be a mapping with 'size' [H, W] and 'counts'")
+    size = rle["size"]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)):
+        raise ValueError(f"RLE 'size' must be [H, W] non-negative integers, got {size!r}")
+    h, w = int(size[0]), int(size[1])
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        return {"size": [h, w], "counts": counts.encode("ascii")}
+    if isinstance(counts, bytes):
+        return {"size": [h, w], "counts": counts}
+    if isinstance(counts, list):
+        if not all(_is_int(c) and c >= 0 for c in counts):
+            raise ValueError("uncompressed RLE 'counts' must be non-negative integers")
+        if sum(counts) != h * w:
+            raise ValueError(f"uncompressed RLE 'counts' sum to {sum(counts)} but size {h}x{w} has {h * w} pixels")
+        return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    raise ValueError(f"RLE 'counts' must be a string or a list of integers, got {type(counts).__name__}")
+
+
+def polygons_to_coco(polygons: list[list[float]], height: int, width: int) -> RLE:
+    """COCO polygons (list of flat [x1, y1, x2, y2, ...] lists) -> one compressed RLE."""
+    if not polygons or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in polygons):
+        raise ValueError("a polygon segmentation must be a list of [x1, y1, x2, y2, ...] lists of >= 3 points")
+    return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

@@ -1,0 +1,32 @@
+"""Build a proposer from the config (imports each backend only when chosen)."""
+from __future__ import annotations
+
+from uvis.config import ProposerConfig
+from uvis.proposers.base import Proposer
+
+
+def make_proposer(cfg: ProposerConfig, video_name: str) -> Proposer:
+    """The proposer of ``cfg.backend`` for one video.
+
+    ``file`` proposals are looked up by ``video_name``; ``cutler`` loads the weights named
+    by ``cfg.cutler_weights`` (registry name or local path).
+    """
+    if cfg.backend == "motion":
+        from uvis.proposers.motion import MotionProposer
+
+        return MotionProposer(mode=cfg.motion_mode)
+    if cfg.backend == "file":
+        from uvis.proposers.file import FileProposer
+
+        assert cfg.file is not None  # validated by Config
+        return FileProposer(cfg.file, video_name)
+    if cfg.backend == "cutler":
+        from uvis.proposers.cutler import CutlerProposer
+
+        return CutlerProposer(cfg.cutler_weights, min_size=cfg.min_size, max_size=cfg.max_size, device=cfg.device)
+    if cfg.backend == "detectron2":
+        from uvis.proposers.cutler.detectron2_backend import Detectron2Proposer
+
+        return Detectron2Proposer(cfg.cutler_weights, min_size=cfg.min_size, max_size=cfg.max_size,
+                                  device=cfg.device)
+    raise ValueError(f"unknown proposer backend {cfg.backend!r}")

@@ -1,0 +1,119 @@
+"""The expensive stages: decode frames, propose, embed, write the per-video cache.
+
+Models run once per frame; a killed run resumes at the first missing frame (stateful
+proposers are first fed their ``context_frames`` preceding frames, results discarded).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from uvis.cache import CacheMeta, CacheWriter, VideoCache, cache_key
+from uvis.config import Config
+from uvis.embedders.base import Embedder
+from uvis.proposers.base import Proposer
+from uvis.types import Instances
+from uvis.workspace import Workspace, video_name_for
+
+
+class Cancelled(Exception):
+    """Raised when a run is cancelled through its cancel event; the cache stays valid."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Progress of one video: processed frames ``done`` of ``total`` (resumed runs count cached ones)."""
+
+    video: str
+    done: int
+    total: int
+    resumed_from: int
+
+
+ProgressFn = Callable[[Progress], None]
+ProposerFactory = Callable[[str], Proposer]
+
+
+class Runner:
+    """Runs proposer and embedder over videos into a workspace.
+
+    Args:
+        workspace: target workspace.
+        config: run configuration (video reading, proposer, embedder sections are used).
+        embedder: an already built embedder (else built from ``config.embedder`` on first use).
+        proposer_factory: ``video_name -> Proposer`` (else built from ``config.proposer``).
+    """
+
+    def __init__(self, workspace: Workspace, config: Config, *, embedder: Embedder | None = None,
+                 proposer_factory: ProposerFactory | None = None) -> None:
+        self.workspace = workspace
+        self.config = config.validate()
+        self._embedder = embedder
+        self._proposer_factory = proposer_factory
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            from uvis.embedders.factory import make_embedder
+
+            self._embedder = make_embedder(self.config.embedder)
+        return self._embedder
+
+    def _proposer(self, video: str) -> Proposer:
+        if self._proposer_factory is not None:
+            return self._proposer_factory(video)
+        from uvis.proposers.factory import make_proposer
+
+        return make_proposer(self.config.proposer, video)
+
+    def label_video(self, path: str | Path, *, name: str | None = None, progress: ProgressFn | None = None,
+                    cancel: threading.Event | None = None) -> VideoCache:
+        """Process one video (file or frame folder) into the workspace cache and return it.
+
+        Raises:
+            BadInputError: unreadable video.
+            Cancelled: ``cancel`` was set; finished frames stay cached.
+        """
+        from uvis.video import open_video
+
+        vc = self.config.video
+        name = name or video_name_for(path)
+        with open_video(path, stride=vc.stride, max_frames=vc.max_frames, max_side=vc.max_side,
+                        name=name) as reader:
+            info = reader.info
+            proposer = self._proposer(name)
+            embedder = self.embedder
+            key = cache_key(proposer.name, embedder.name, vc.stride, vc.max_side)
+            meta = CacheMeta(info=info, proposer=proposer.name, embedder=embedder.name,
+                             embedder_config=asdict(self.config.embedder), embedding_dim=int(embedder.dim),
+                             has_text=bool(embedder.has_text), logit_scale=float(embedder.logit_scale))
+            directory = self.workspace.cache_dir(name, key)
+            writer = CacheWriter(directory, meta)
+            db = self.workspace.db
+            db.upsert_video(name, str(Path(path).resolve()), cache_key=key, num_frames=info.num_frames,
+                            width=info.width, height=info.height, status="running")
+            start = writer.first_missing()
+            if progress:
+                progress(Progress(name, start, info.num_frames, start))
+            if start < info.num_frames:
+                proposer.reset()
+                warm = max(0, start - int(getattr(proposer, "context_frames", 0)))
+                for t, frame in reader.frames(start=warm):
+                    if cancel is not None and cancel.is_set():
+                        db.set_video_status(name, "cancelled")
+                        raise Cancelled(f"labelling of {name} cancelled at frame {t}")
+                    inst = proposer.propose(frame, t)
+                    if t < start:
+                        continue
+                    writer.write_frame(t, self._embed(embedder, frame, inst))
+                    if progress:
+                        progress(Progress(name, t + 1, info.num_frames, start))
+            done = writer.first_missing()
+            db.set_video_status(name, "done" if done >= info.num_frames else "partial")
+        return VideoCache.load(directory)
+
+    def _embed(self, embedder: Embedder, frame, inst: Instances) -> Instances:
+        emb = embedder.embed_crops(frame, inst.boxes, inst.masks)
+        return inst.with_fields(embeddings=emb.reshape(len(inst), embedder.dim))

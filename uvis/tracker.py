@@ -1,0 +1,153 @@
+"""Tracking memory (DESIGN §1.6): frame-by-frame Hungarian linking, pure numpy.
+
+For each frame t (in order), kept instances j are linked to open tracks k by
+minimising cost = w·(1 − cos(Q*_k, q_j)) + (1 − w)·(1 − maskIoU(last mask of k, m_j))
+with Q*_k = λ·q_k(last) + (1 − λ)·μ_k (μ_k the running mean of the track's
+embeddings). A match with cost > ``max_cost`` is refused; unmatched instances open new
+tracks; a track unseen for more than ``max_gap`` frames closes. Track label = the
+score-weighted vote of its members' labels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from uvis import masks as mask_ops
+from uvis.config import TrackerConfig
+from uvis.masks import RLE
+
+
+class MaskIoUMemo:
+    """Memo of mask IoUs between an instance and all instances of a later frame.
+
+    Keys are (row, frame) in one video's flattened instance table; values are (n_t,)
+    IoUs against every instance of that frame. Decisions re-run many times on a fixed
+    cache, so after the first run tracking needs no mask operations. Belongs to one
+    video cache; not shared between videos.
+    """
+
+    def __init__(self, masks: list[RLE], frame_slices: list[slice]) -> None:
+        self._masks = masks
+        self._slices = frame_slices
+        self._memo: dict[tuple[int, int], np.ndarray] = {}
+
+    def rows_vs_frame(self, rows: list[int], frame: int) -> np.ndarray:
+        """(len(rows), n_frame) IoUs of the given rows' masks against all masks of ``frame``."""
+        sl = self._slices[frame]
+        missing = [r for r in rows if (r, frame) not in self._memo]
+        if missing:
+            ious = mask_ops.iou_matrix([self._masks[r] for r in missing], self._masks[sl])
+            for r, row in zip(missing, ious):
+                self._memo[(r, frame)] = row
+        if not rows:
+            return np.zeros((0, sl.stop - sl.start))
+        return np.stack([self._memo[(r, frame)] for r in rows])
+
+
+@dataclass
+class TrackSummary:
+    """One track: its id, voted label, score (mean member score), first/last frame, length."""
+
+    track_id: int
+    label: int
+    score: float
+    first_frame: int
+    last_frame: int
+    length: int
+
+
+def track(frames: np.ndarray, rows: np.ndarray, embeddings: np.ndarray, cfg: TrackerConfig,
+          iou: MaskIoUMemo) -> np.ndarray:
+    """Assign track ids to kept instances.
+
+    Args:
+        frames: (N,) int frame index of each kept instance, non-decreasing.
+        rows: (N,) int row of each kept instance in the video table (for IoU look-up).
+        embeddings: (N, D) normalised embeddings of the kept instances.
+        cfg: tracking settings.
+        iou: mask IoU memo over the video table.
+    Returns:
+        (N,) int32 track ids, 0-based in order of track creation.
+    """
+    n = len(frames)
+    out = np.full(n, -1, dtype=np.int32)
+    if n == 0:
+        return out
+    w, lam = float(cfg.embedding_weight), float(cfg.memory_lambda)
+    dim = embeddings.shape[1]
+    last_emb = np.zeros((0, dim), np.float32)
+    sum_emb = np.zeros((0, dim), np.float32)
+    count = np.zeros(0, np.int64)
+    last_frame = np.zeros(0, np.int64)
+    last_row = np.zeros(0, np.int64)
+    ids = np.zeros(0, np.int32)
+    next_id = 0
+    bounds = np.flatnonzero(np.diff(frames)) + 1
+    for idx in np.split(np.arange(n), bounds):
+        t = int(frames[idx[0]])
+        open_ = (t - last_frame - 1) <= cfg.max_gap
+        if not open_.all():  # close stale tracks for good
+            last_emb, sum_emb, count = last_emb[open_], sum_emb[open_], count[open_]
+            last_frame, last_row, ids = last_frame[open_], last_row[open_], ids[open_]
+        q = embeddings[idx]
+        assigned = np.full(len(idx), -1, dtype=np.int64)  # track slot per instance
+        if len(ids):
+            mem = lam * last_emb + (1.0 - lam) * (sum_emb / count[:, None])
+            mem /= np.maximum(np.linalg.norm(mem, axis=1, keepdims=True), 1e-12)
+            cos = mem @ q.T
+            frame_rows = rows[idx]
+            sl_start = iou._slices[t].start  # noqa: SLF001 - memo and tracker are one unit
+            mious = iou.rows_vs_frame(last_row.tolist(), t)[:, frame_rows - sl_start]
+            cost = w * (1.0 - cos) + (1.0 - w) * (1.0 - mious)
+            ti, ji = linear_sum_assignment(cost)
+            ok = cost[ti, ji] <= cfg.max_cost
+            assigned[ji[ok]] = ti[ok]
+        new = assigned < 0
+        if new.any():
+            k = int(new.sum())
+            assigned[new] = np.arange(len(ids), len(ids) + k)
+            ids = np.concatenate([ids, np.arange(next_id, next_id + k, dtype=np.int32)])
+            next_id += k
+            last_emb = np.concatenate([last_emb, np.zeros((k, dim), np.float32)])
+            sum_emb = np.concatenate([sum_emb, np.zeros((k, dim), np.float32)])
+            count = np.concatenate([count, np.zeros(k, np.int64)])
+            last_frame = np.concatenate([last_frame, np.zeros(k, np.int64)])
+            last_row = np.concatenate([last_row, np.zeros(k, np.int64)])
+        last_emb[assigned] = q
+        sum_emb[assigned] += q
+        count[assigned] += 1
+        last_frame[assigned] = t
+        last_row[assigned] = rows[idx]
+        out[idx] = ids[assigned]
+    return out
+
+
+def summarise_tracks(track_ids: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                     frames: np.ndarray) -> list[TrackSummary]:
+    """Per-track label by score-weighted vote, mean member score of that label, extent.
+
+    Args: parallel (N,) arrays over tracked instances (track id -1 ignored).
+    """
+    out: list[TrackSummary] = []
+    valid = track_ids >= 0
+    if not valid.any():
+        return out
+    tids, inv = np.unique(track_ids[valid], return_inverse=True)
+    lab = labels[valid]
+    sc = scores[valid].astype(np.float64)
+    fr = frames[valid]
+    n_lab = int(max(lab.max(), 0)) + 2
+    votes = np.zeros((len(tids), n_lab))
+    np.add.at(votes, (inv, lab + 1), sc)  # label -1 -> column 0
+    winner = votes[:, 1:].argmax(axis=1) if n_lab > 1 else np.zeros(len(tids), int)
+    lengths = np.bincount(inv, minlength=len(tids))
+    for k, tid in enumerate(tids):
+        members = inv == k
+        lbl = int(winner[k]) if votes[k, 1:].max(initial=0) > 0 else int(lab[members][0])
+        same = members & (lab == lbl)
+        score = float(sc[same].mean()) if same.any() else float(sc[members].mean())
+        out.append(TrackSummary(int(tid), lbl, score, int(fr[members].min()), int(fr[members].max()),
+                                int(lengths[k])))
+    return out
