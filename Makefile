@@ -12,6 +12,7 @@ $(STAMP): requirements.txt requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements-test.txt
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -137,7 +137,7 @@ class FilterConfig:
     pmf_threshold: float = 0.7
     pmf_k: int = 8
     pmf_min_members: int = 3
-    pmf_max_samples: int = 2048
+    pmf_max_samples: int = 1024
     pmf_iterations: int = 10
     seed: int = 0
 

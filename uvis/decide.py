@@ -34,6 +34,10 @@ from uvis.tracker import TrackSummary, summarise_tracks, track
 from uvis.types import Instances, Reason, VideoInfo
 
 
+_LABEL_MEMO_SIZE = 6
+"""Label sets memoised per video (recent vocabulary/template/pooling settings)."""
+
+
 @dataclass
 class VideoResult:
     """Decisions for one video.
@@ -152,6 +156,7 @@ class Project:
         self.text_encoder_factory = text_encoder_factory
         self.curation = curation or (lambda name: [])
         self._label_memo: dict[tuple[str, str], LabelScores] = {}
+        self._topk_memo: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ text
     def text_embeddings(self, config: Config) -> np.ndarray:
@@ -173,6 +178,9 @@ class Project:
         if text is not None:
             key = (name, _key(self.embedder_name, config.prompts(), config.labeler.prompt_pooling))
             if key not in self._label_memo:
+                while len(self._label_memo) >= _LABEL_MEMO_SIZE * len(self.caches):  # bounded, oldest first
+                    dropped = self._label_memo.pop(next(iter(self._label_memo)))
+                    self._topk_memo = {k: v for k, v in self._topk_memo.items() if k[0] != id(dropped)}
                 self._label_memo[key] = match_prompts(emb, text, self.logit_scale, config.labeler.prompt_pooling)
             return self._label_memo[key]
         ex_emb, ex_lab = exemplars
@@ -193,6 +201,15 @@ class Project:
         if not embs:
             return np.zeros((0, dim), np.float32), np.zeros(0, np.int32)
         return np.stack(embs).astype(np.float32), np.asarray(labs, np.int32)
+
+    def _top_k(self, scores: LabelScores, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k classes, memoised for memoised (prompt-matched) label scores."""
+        if not any(v is scores for v in self._label_memo.values()):
+            return scores.top_k(k)
+        key = (id(scores), k)  # scores is kept alive by _label_memo, so its id is stable
+        if key not in self._topk_memo:
+            self._topk_memo[key] = scores.top_k(k)
+        return self._topk_memo[key]
 
     # ------------------------------------------------------------------ decide
     def decide(self, config: Config, videos: Sequence[str] | None = None) -> dict[str, VideoResult]:
@@ -274,7 +291,7 @@ class Project:
         track_id[kept] = track(inst.frame[kept], kept, inst.embeddings[kept], config.tracker, cache.iou_memo)
         if cur.merges or cur.splits:
             track_id = _apply_merges_splits(track_id, inst.frame, cur)
-        tops = scores.top_k(config.labeler.top_k)
+        tops = self._top_k(scores, config.labeler.top_k)
         tracks = summarise_tracks(track_id, label, clip_score, inst.frame)
         out = inst.with_fields(label=label, clip_score=clip_score, best_prompt=scores.best_prompt,
                                decision=decision, similarity=similarity, pmf_similarity=pmf_sim,

@@ -32,28 +32,29 @@ def spherical_kmeans(x: np.ndarray, k: int, iterations: int, rng: np.random.Gene
     k = max(1, min(k, m))
     # k-means++ seeding on cosine distance (1 - cos)
     centers = [int(rng.integers(m))]
-    dist = np.clip(1.0 - x @ x[centers[0]], 0.0, None)
+    dist = np.clip(1.0 - x @ x[centers[0]], 0.0, None).astype(np.float64)
     for _ in range(1, k):
-        total = float(dist.sum())
-        if total <= 1e-12:
+        cum = np.cumsum(dist)
+        if cum[-1] <= 1e-12:  # all points coincide with a centre: pick any other point
             rest = np.setdiff1d(np.arange(m), centers)
             centers.append(int(rng.choice(rest)))
         else:
-            centers.append(int(rng.choice(m, p=dist / total)))
+            centers.append(int(min(np.searchsorted(cum, rng.random() * cum[-1], side="right"), m - 1)))
         dist = np.minimum(dist, np.clip(1.0 - x @ x[centers[-1]], 0.0, None))
     cent = x[centers].copy()
+    assign = np.full(m, -1, dtype=np.int64)
+    rows = np.arange(m)
     for _ in range(iterations):
-        assign = (x @ cent.T).argmax(axis=1)
-        sums = np.zeros_like(cent)
-        np.add.at(sums, assign, x)
-        counts = np.bincount(assign, minlength=k)
-        empty = counts == 0
+        new_assign = (x @ cent.T).argmax(axis=1)
+        if np.array_equal(new_assign, assign):
+            break  # converged: assignments stable
+        assign = new_assign
+        onehot = np.zeros((k, m), dtype=x.dtype)
+        onehot[assign, rows] = 1.0
+        sums = onehot @ x
+        empty = onehot.sum(axis=1) == 0
         sums[empty] = cent[empty]  # keep an empty cluster's centroid where it was
-        new = _normalise(sums)
-        if np.allclose(new, cent, atol=1e-6):
-            cent = new
-            break
-        cent = new
+        cent = _normalise(sums)
     return cent.astype(np.float32)
 
 
@@ -100,8 +101,14 @@ class PrototypeMemory:
     def similarity(self, embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """(N,) float32: max cosine of each embedding to its own class's prototypes (NaN if none)."""
         out = np.full(len(labels), np.nan, dtype=np.float32)
-        for c, protos in self.prototypes.items():
-            sel = labels == c
-            if sel.any():
-                out[sel] = (embeddings[sel] @ protos.T).max(axis=1)
+        if not self.prototypes or not len(labels):
+            return out
+        classes = sorted(self.prototypes)
+        protos = np.concatenate([self.prototypes[c] for c in classes])  # (sum K, D)
+        owner = np.concatenate([np.full(len(self.prototypes[c]), c) for c in classes])
+        sims = embeddings @ protos.T  # (N, sum K)
+        sims[owner[None, :] != labels[:, None]] = -np.inf
+        best = sims.max(axis=1)
+        has = np.isfinite(best)
+        out[has] = best[has]
         return out

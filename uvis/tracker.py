@@ -33,6 +33,10 @@ class MaskIoUMemo:
         self._slices = frame_slices
         self._memo: dict[tuple[int, int], np.ndarray] = {}
 
+    def frame_start(self, frame: int) -> int:
+        """Row of the first instance of ``frame``."""
+        return self._slices[frame].start
+
     def rows_vs_frame(self, rows: list[int], frame: int) -> np.ndarray:
         """(len(rows), n_frame) IoUs of the given rows' masks against all masks of ``frame``."""
         sl = self._slices[frame]
@@ -58,6 +62,36 @@ class TrackSummary:
     length: int
 
 
+class _TrackStore:
+    """Growable per-track state (slot = track id): last/mean embedding memory, last row, last frame."""
+
+    def __init__(self, dim: int, capacity: int = 64) -> None:
+        self.n = 0
+        self.last = np.zeros((capacity, dim), np.float32)
+        self.sum = np.zeros((capacity, dim), np.float32)
+        self.count = np.zeros(capacity, np.float32)
+        self.memory = np.zeros((capacity, dim), np.float32)  # normalised Q*
+        self.last_row = np.zeros(capacity, np.int64)
+        self.last_frame = np.zeros(capacity, np.int64)
+
+    def add(self, k: int) -> np.ndarray:
+        if self.n + k > len(self.count):
+            cap = max(2 * len(self.count), self.n + k)
+            for name in ("last", "sum", "memory"):
+                arr = getattr(self, name)
+                grown = np.zeros((cap, arr.shape[1]), arr.dtype)
+                grown[: self.n] = arr[: self.n]
+                setattr(self, name, grown)
+            for name in ("count", "last_row", "last_frame"):
+                arr = getattr(self, name)
+                grown = np.zeros(cap, arr.dtype)
+                grown[: self.n] = arr[: self.n]
+                setattr(self, name, grown)
+        slots = np.arange(self.n, self.n + k)
+        self.n += k
+        return slots
+
+
 def track(frames: np.ndarray, rows: np.ndarray, embeddings: np.ndarray, cfg: TrackerConfig,
           iou: MaskIoUMemo) -> np.ndarray:
     """Assign track ids to kept instances.
@@ -76,51 +110,38 @@ def track(frames: np.ndarray, rows: np.ndarray, embeddings: np.ndarray, cfg: Tra
     if n == 0:
         return out
     w, lam = float(cfg.embedding_weight), float(cfg.memory_lambda)
-    dim = embeddings.shape[1]
-    last_emb = np.zeros((0, dim), np.float32)
-    sum_emb = np.zeros((0, dim), np.float32)
-    count = np.zeros(0, np.int64)
-    last_frame = np.zeros(0, np.int64)
-    last_row = np.zeros(0, np.int64)
-    ids = np.zeros(0, np.int32)
-    next_id = 0
+    store = _TrackStore(embeddings.shape[1])
+    active = np.zeros(0, np.int64)  # slots of open tracks
     bounds = np.flatnonzero(np.diff(frames)) + 1
-    for idx in np.split(np.arange(n), bounds):
-        t = int(frames[idx[0]])
-        open_ = (t - last_frame - 1) <= cfg.max_gap
-        if not open_.all():  # close stale tracks for good
-            last_emb, sum_emb, count = last_emb[open_], sum_emb[open_], count[open_]
-            last_frame, last_row, ids = last_frame[open_], last_row[open_], ids[open_]
-        q = embeddings[idx]
-        assigned = np.full(len(idx), -1, dtype=np.int64)  # track slot per instance
-        if len(ids):
-            mem = lam * last_emb + (1.0 - lam) * (sum_emb / count[:, None])
-            mem /= np.maximum(np.linalg.norm(mem, axis=1, keepdims=True), 1e-12)
-            cos = mem @ q.T
-            frame_rows = rows[idx]
-            sl_start = iou._slices[t].start  # noqa: SLF001 - memo and tracker are one unit
-            mious = iou.rows_vs_frame(last_row.tolist(), t)[:, frame_rows - sl_start]
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [n]])
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        t = int(frames[a])
+        q = embeddings[a:b]
+        if len(active):
+            active = active[(t - store.last_frame[active] - 1) <= cfg.max_gap]
+        assigned = np.full(b - a, -1, dtype=np.int64)
+        if len(active):
+            cos = store.memory[active] @ q.T
+            frame_rows = rows[a:b] - iou.frame_start(t)
+            mious = iou.rows_vs_frame(store.last_row[active].tolist(), t)[:, frame_rows]
             cost = w * (1.0 - cos) + (1.0 - w) * (1.0 - mious)
             ti, ji = linear_sum_assignment(cost)
             ok = cost[ti, ji] <= cfg.max_cost
-            assigned[ji[ok]] = ti[ok]
+            assigned[ji[ok]] = active[ti[ok]]
         new = assigned < 0
         if new.any():
-            k = int(new.sum())
-            assigned[new] = np.arange(len(ids), len(ids) + k)
-            ids = np.concatenate([ids, np.arange(next_id, next_id + k, dtype=np.int32)])
-            next_id += k
-            last_emb = np.concatenate([last_emb, np.zeros((k, dim), np.float32)])
-            sum_emb = np.concatenate([sum_emb, np.zeros((k, dim), np.float32)])
-            count = np.concatenate([count, np.zeros(k, np.int64)])
-            last_frame = np.concatenate([last_frame, np.zeros(k, np.int64)])
-            last_row = np.concatenate([last_row, np.zeros(k, np.int64)])
-        last_emb[assigned] = q
-        sum_emb[assigned] += q
-        count[assigned] += 1
-        last_frame[assigned] = t
-        last_row[assigned] = rows[idx]
-        out[idx] = ids[assigned]
+            slots = store.add(int(new.sum()))
+            assigned[new] = slots
+            active = np.concatenate([active, slots])
+        store.last[assigned] = q
+        store.sum[assigned] += q
+        store.count[assigned] += 1
+        mem = lam * q + (1.0 - lam) * (store.sum[assigned] / store.count[assigned, None])
+        store.memory[assigned] = mem / np.maximum(np.linalg.norm(mem, axis=1, keepdims=True), 1e-12)
+        store.last_frame[assigned] = t
+        store.last_row[assigned] = rows[a:b]
+        out[a:b] = assigned
     return out
 
 

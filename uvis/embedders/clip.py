@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -156,7 +157,8 @@ def resolve_clip_weights(model_name: str, pretrained: str, *, seed: int = 0, cac
     if "file" in cfg:
         checkpoint: str | None = cfg["file"]
     else:
-        reason = netcheck.is_offline()
+        host = netcheck.DEFAULT_HOST if cfg.get("hf_hub") else urlsplit(cfg.get("url", "")).hostname
+        reason = netcheck.is_offline(host or netcheck.DEFAULT_HOST)
         if reason:
             checkpoint = _find_cached(cfg, cache_dir)
             if checkpoint is None:
