@@ -1,6 +1,7 @@
 """Embedders: crop geometry, tiny random CLIP, EfficientNet-Lite0 weights, offline errors."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -20,6 +21,15 @@ from uvis.embedders.crops import GREY, crop_boxes, crop_images, crop_windows, to
 from uvis.errors import BadInputError, ConfigError, MissingWeightsError, UvisError
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small models run fastest on one thread, and far faster when other jobs share the CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _frame(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
@@ -294,8 +304,8 @@ def test_tiny_clip_by_name_in_fresh_process():
         "e = make_embedder(EmbedderConfig(clip_model='uvis-tiny-vit', clip_pretrained='none'))\n"
         "print(e.name, e.dim, e.encode_text(['a photo of dog']).shape)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["clip:uvis-tiny-vit:random-seed0", "32", "(1,", "32)"]
 

@@ -203,3 +203,28 @@ def test_matches_naive_reference(seed: int) -> None:
     ref = _naive(gts, preds)
     assert {c: [n.tp, n.fp, n.fn] for c, n in r.per_class.items()} == ref
     assert sum(n.tp for n in r.per_class.values()) > 10  # the random set really exercises matching
+
+
+def test_frames_from_ytvis_unrolls_videos() -> None:
+    from uvis.eval.ytvis_io import frames_from_ytvis
+
+    empty = encode(np.zeros((H, W), dtype=bool))
+    gt_json = {
+        "videos": [{"id": 2, "width": W, "height": H, "length": 2, "file_names": ["b/0.jpg", "b/1.jpg"]},
+                   {"id": 1, "width": W, "height": H, "length": 3}],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+        "annotations": [
+            {"id": 1, "video_id": 1, "category_id": 1, "segmentations": [cols(0, 10), None, cols(0, 10)]},
+            {"id": 2, "video_id": 2, "category_id": 2, "segmentations": [None, cols(5, 9)], "iscrowd": 1},
+        ],
+    }
+    results = [{"video_id": 1, "category_id": 1, "score": 0.7, "segmentations": [cols(0, 10), empty, None]}]
+    fr = frames_from_ytvis(gt_json, results)
+    assert fr.keys == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]  # videos by id
+    assert [len(g) for g in fr.gt] == [1, 0, 1, 0, 1]
+    assert fr.gt[4][0].crowd and fr.gt[4][0].class_id == 2
+    assert [len(p) for p in fr.pred] == [1, 0, 0, 0, 0]  # the empty mask is "not in this frame"
+    assert fr.pred[0][0].score == 0.7
+    r = frame_f1(fr.gt, fr.pred)
+    assert (r.per_class[1].tp, r.per_class[1].fp, r.per_class[1].fn) == (1, 0, 1)
+    assert 2 not in r.per_class  # crowd only: neither a miss nor a class in GT

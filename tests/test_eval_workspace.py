@@ -13,7 +13,13 @@ from uvis import masks as M
 from uvis.config import Config, FilterConfig
 from uvis.errors import BadInputError
 from uvis.eval.workspace_eval import (
-    ROW_NONE, ROW_PMF, ROW_SCORE, ROW_USER, f1_for_videos, row_configs, table1_for_workspace,
+    ROW_NONE,
+    ROW_PMF,
+    ROW_SCORE,
+    ROW_USER,
+    f1_for_videos,
+    row_configs,
+    table1_for_workspace,
 )
 from uvis.eval.ytvis_io import parse_ground_truth
 from uvis.types import Instances, Reason, VideoInfo

@@ -303,11 +303,17 @@ def test_validation_errors_name_file_and_entry(tmp_path: Path) -> None:
     bad_results([r[0], {"video_id": 1, "category_id": 1, "score": 0.5}], r"\[1\]: missing key\(s\) 'segmentations'")
     bad_results([r[0], r[1], dict(r[2], category_id=99)], r"\[2\]: unknown category_id 99")
     bad_results([dict(r[0], video_id=42)], r"\[0\]: video_id 42 is not in")
-    bad_results([dict(r[0], segmentations=r[0]["segmentations"][:2])], r"\[0\]: 'segmentations' has 2 entries but video 1 has length 3")
-    bad_results([dict(r[0], segmentations=[box(0, 0, 3, 3, (10, 10)), None, None])], r"\[0\]: segmentations\[0\]: RLE size \[10, 10\]")
+    bad_results([dict(r[0], segmentations=r[0]["segmentations"][:2])],
+                r"\[0\]: 'segmentations' has 2 entries but video 1 has length 3")
+    bad_results([dict(r[0], segmentations=[box(0, 0, 3, 3, (10, 10)), None, None])],
+                r"\[0\]: segmentations\[0\]: RLE size \[10, 10\]")
     bad_results([dict(r[0], score="high")], r"\[0\]: 'score' must be a finite number")
     bad_results({"not": "a list"}, "must be a JSON list")
 
+    g_dup = copy.deepcopy(g)
+    g_dup["categories"].append({"id": 9, "name": "class1"})
+    with pytest.raises(BadInputError, match=r"categories\[2\]: duplicate category name 'class1'"):
+        parse_ground_truth(g_dup, source="dup.json")
     g_bad = copy.deepcopy(g)
     g_bad["annotations"][3]["category_id"] = 7
     with pytest.raises(BadInputError, match=r"gt7\.json: annotations\[3\]: unknown category_id 7"):

@@ -71,6 +71,8 @@ class CacheWriter:
         self.frames_dir = self.directory / "frames"
         self.frames_dir.mkdir(parents=True, exist_ok=True)
         self.meta = meta
+        for stale in self.frames_dir.glob(".*.tmp.npz"):  # left by a killed run
+            stale.unlink(missing_ok=True)
         write_json_atomic(self.directory / "meta.json", meta.to_dict())
 
     def frame_path(self, t: int) -> Path:

@@ -104,6 +104,9 @@ def _run_label(args: argparse.Namespace) -> int:
             bar = tqdm(unit="frame", desc=Path(item).name, file=sys.stderr)
 
         def progress(p, bar=bar) -> None:
+            if p.done == p.resumed_from and p.resumed_from > 0:
+                print(f"{p.video}: resuming at frame {p.resumed_from} of {p.total} (earlier frames cached)",
+                      file=sys.stderr, flush=True)
             if bar is not None:
                 bar.total = p.total
                 bar.n = p.done

@@ -17,16 +17,18 @@ from uvis.masks import RLE
 def to_coco(rle: RLE) -> RLE:
     """One RLE in pycocotools' compressed form (``bytes`` counts). Raises ``ValueError``
     with the reason when the dict is not an RLE."""
-    if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
-        raise ValueError("an RLE must be a mapping with 'size' [H, W] and 'counts'")
-    size = rle["size"]
-    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)):
-        raise ValueError(f"RLE 'size' must be [H, W] non-negative integers, got {size!r}")
-    h, w = int(size[0]), int(size[1])
-    counts = rle["counts"]
-    if isinstance(counts, str):
+    try:
+        counts, size = rle["counts"], rle["size"]
+        h, w = size
+    except (TypeError, KeyError, ValueError):
+        raise ValueError("an RLE must be a mapping with 'size' [H, W] and 'counts'") from None
+    if type(h) is not int or type(w) is not int or h < 0 or w < 0:
+        if not (_is_int(h) and _is_int(w) and h >= 0 and w >= 0):
+            raise ValueError(f"RLE 'size' must be [H, W] non-negative integers, got {size!r}")
+        h, w = int(h), int(w)
+    if type(counts) is str:
         return {"size": [h, w], "counts": counts.encode("ascii")}
-    if isinstance(counts, bytes):
+    if type(counts) is bytes:
         return {"size": [h, w], "counts": counts}
     if isinstance(counts, list):
         if not all(_is_int(c) and c >= 0 for c in counts):
@@ -34,6 +36,8 @@ def to_coco(rle: RLE) -> RLE:
         if sum(counts) != h * w:
             raise ValueError(f"uncompressed RLE 'counts' sum to {sum(counts)} but size {h}x{w} has {h * w} pixels")
         return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    if isinstance(counts, (str, bytes)):
+        return {"size": [h, w], "counts": counts if isinstance(counts, bytes) else counts.encode("ascii")}
     raise ValueError(f"RLE 'counts' must be a string or a list of integers, got {type(counts).__name__}")
 
 

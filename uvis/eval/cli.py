@@ -88,7 +88,9 @@ def _run_table1(args: argparse.Namespace) -> int:
     if args.workspace is None:
         raise BadInputError("--table1 needs --workspace W (the workspace whose decisions to evaluate)")
     if not args.table1:
-        raise BadInputError("--workspace evaluates the Table-1 settings: add --table1 (or use --pred for a results file)")
+        raise BadInputError(
+            "--workspace evaluates the Table-1 settings: add --table1 (or use --pred for a results file)"
+        )
     base = Config.load(args.config) if args.config else workspace_config(args.workspace)
     table = table1_for_workspace(args.workspace, args.gt, base)
     out_dir = args.out if args.out is not None else Path(args.workspace) / "exports" / "eval"
@@ -126,7 +128,8 @@ def format_f1(d: dict[str, Any]) -> str:
 def format_ap(d: dict[str, Any]) -> str:
     """A text summary of a video-level ``to_dict()`` (COCO style, -1 = undefined)."""
     keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-    head = f"video-level YouTube-VIS AP/AR ({d['num_videos']} videos{', class-agnostic' if d['class_agnostic'] else ''})"
+    agn = ", class-agnostic" if d["class_agnostic"] else ""
+    head = f"video-level YouTube-VIS AP/AR ({d['num_videos']} videos{agn})"
     return head + "\n" + "  ".join(f"{k} {100 * d[k]:.1f}" if d[k] >= 0 else f"{k} -1" for k in keys)
 
 

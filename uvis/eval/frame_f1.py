@@ -211,12 +211,16 @@ def frame_f1(
         if len(p_cls) == 0:
             fn_cls.append(g_cls[~g_crowd])
             continue
-        ious = np.asarray(mask_utils.iou(p_rle, g_rle, [0] * len(g_rle)), dtype=np.float64)
-        ious = ious.reshape(len(p_rle), len(g_rle))
-        if np.any(ious < 0):
-            sizes = sorted({tuple(r["size"]) for r in p_rle + g_rle})
-            raise BadInputError(f"frame {f}: masks of different sizes {sizes} in one frame")
-        cand = (ious > iou_threshold) & (p_cls[:, None] == g_cls[None, :])
+        sizes = {tuple(r["size"]) for r in p_rle} | {tuple(r["size"]) for r in g_rle}
+        if len(sizes) > 1:
+            raise BadInputError(f"frame {f}: masks of different sizes {sorted(sizes)} in one frame")
+        same = p_cls[:, None] == g_cls[None, :]
+        rows, cols = np.flatnonzero(same.any(axis=1)), np.flatnonzero(same.any(axis=0))
+        ious = np.zeros(same.shape)
+        if len(rows):  # IoU only where a class is shared: the costly part is RLE parsing
+            sub = mask_utils.iou([p_rle[i] for i in rows], [g_rle[j] for j in cols], [0] * len(cols))
+            ious[np.ix_(rows, cols)] = np.asarray(sub, dtype=np.float64).reshape(len(rows), len(cols))
+        cand = (ious > iou_threshold) & same
         p_match, g_match = _greedy(np.where(cand, ious, -1.0), cand, g_crowd)
         p_ignored = np.zeros(len(p_cls), dtype=bool)
         if g_crowd.any():
@@ -235,22 +239,20 @@ def frame_f1(
 def _unpack(
     objs: Frame, f: int, what: str, class_agnostic: bool
 ) -> tuple[np.ndarray, list[RLE], np.ndarray, np.ndarray]:
-    n = len(objs)
-    cls = np.empty(n, dtype=np.int64)
-    score = np.empty(n, dtype=np.float64)
-    crowd = np.zeros(n, dtype=bool)
-    rles: list[RLE] = []
-    for i, o in enumerate(objs):
-        try:
-            c, rle = o[0], o[1]
-            s = o[2] if len(o) > 2 else 1.0
-            cr = o[3] if len(o) > 3 else False
-            cls[i] = AGNOSTIC_CLASS if class_agnostic else int(c)
-            score[i] = float(s)
-            crowd[i] = bool(cr)
-            rles.append(to_coco(rle))
-        except (TypeError, ValueError, IndexError, KeyError) as exc:
-            raise BadInputError(f"frame {f}, {what} {i}: not a (class_id, rle, score) object: {exc}") from exc
+    """Class ids, pycocotools RLEs, scores and crowd flags of one frame's objects."""
+    try:
+        rles = [to_coco(o[1]) for o in objs]
+        n = len(rles)
+        cls = np.full(n, AGNOSTIC_CLASS, np.int64) if class_agnostic else np.array([int(o[0]) for o in objs], np.int64)
+        score = np.array([float(o[2]) if len(o) > 2 else 1.0 for o in objs], dtype=np.float64).reshape(n)
+        crowd = np.array([len(o) > 3 and bool(o[3]) for o in objs], dtype=bool).reshape(n)
+    except (TypeError, ValueError, IndexError, KeyError):
+        for i, o in enumerate(objs):  # find the culprit for the message
+            try:
+                int(o[0]), to_coco(o[1]), float(o[2]) if len(o) > 2 else 1.0
+            except (TypeError, ValueError, IndexError, KeyError) as exc:
+                raise BadInputError(f"frame {f}, {what} {i}: not a (class_id, rle, score) object: {exc}") from exc
+        raise
     if what == "prediction" and crowd.any():
         raise BadInputError(f"frame {f}: a prediction is marked crowd; only ground truth can be crowd")
     return cls, rles, score, crowd

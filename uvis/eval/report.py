@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from uvis.errors import BadInputError
 from uvis.eval.frame_f1 import F1Result
 
@@ -95,13 +97,12 @@ class Table1:
         require("matplotlib", "pip install matplotlib")
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        import numpy as np
 
         path = Path(path)
         labels = [self.name(c) for c in self.classes] + [MF1]
         names = list(self.rows)
         n_groups, n_rows = len(labels), max(len(names), 1)
-        fig = Figure(figsize=(max(6.0, 0.45 * n_groups * max(1, n_rows / 2) + 2), 4.8), dpi=100)
+        fig = Figure(figsize=(min(40.0, max(6.0, 0.12 * n_groups * n_rows + 1.5)), 5.0), dpi=100)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         width = 0.8 / n_rows
@@ -139,7 +140,9 @@ class Table1:
         return paths
 
 
-def table1(rows: Mapping[str, F1Result], class_names: Mapping[int, str], notes: Mapping[str, Any] | None = None) -> Table1:
+def table1(
+    rows: Mapping[str, F1Result], class_names: Mapping[int, str], notes: Mapping[str, Any] | None = None
+) -> Table1:
     """Build :class:`Table1` from one frame-level F1 result per setting.
 
     Args:

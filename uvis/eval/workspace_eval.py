@@ -79,8 +79,8 @@ def f1_for_videos(
     by_name = gt.video_by_name()
     by_safe = {_safe(n): v for n, v in by_name.items()}
     gt_frames = frames_from_ytvis(gt)
-    start = {}
-    for i, (vid, t) in enumerate(gt_frames.keys):
+    start: dict[int, int] = {}
+    for i, (vid, _) in enumerate(gt_frames.keys):
         start.setdefault(vid, i)
     name_to_id = {_norm(n): cid for cid, n in gt.categories.items()}
     class_names = dict(gt.categories)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
+from pycocotools import mask as mask_utils
+
 from uvis.errors import BadInputError
 from uvis.eval._rle import polygons_to_coco, to_coco
 from uvis.eval.frame_f1 import FrameObject
@@ -123,6 +125,8 @@ def parse_ground_truth(data: Any, source: str = "ground truth") -> YtvisGroundTr
         cid = _int(c["id"], where, "id")
         if cid in categories:
             raise BadInputError(f"{where}: duplicate category id {cid}")
+        if str(c["name"]) in categories.values():
+            raise BadInputError(f"{where}: duplicate category name {c['name']!r}")
         categories[cid] = str(c["name"])
     videos: dict[int, YtvisVideo] = {}
     for i, v in enumerate(data["videos"]):
@@ -139,10 +143,10 @@ def parse_ground_truth(data: Any, source: str = "ground truth") -> YtvisGroundTr
             raise BadInputError(f"{where}: 'length' is {length} but there are {len(names)} file_names")
         if length <= 0:
             raise BadInputError(f"{where}: a video needs 'length' > 0 (or file_names)")
-        videos[vid] = YtvisVideo(
-            id=vid, width=_int(v["width"], where, "width"), height=_int(v["height"], where, "height"),
-            length=length, file_names=tuple(names),
-        )
+        width, height = _int(v["width"], where, "width"), _int(v["height"], where, "height")
+        if width <= 0 or height <= 0:
+            raise BadInputError(f"{where}: 'width' and 'height' must be positive, got {width}x{height}")
+        videos[vid] = YtvisVideo(id=vid, width=width, height=height, length=length, file_names=tuple(names))
     anns: list[YtvisTrack] = []
     for i, a in enumerate(data["annotations"]):
         where = f"{source}: annotations[{i}]"
@@ -204,6 +208,9 @@ class YtvisFrames:
 def frames_from_ytvis(gt: dict | YtvisGroundTruth, results: Sequence[Any] | None = None) -> YtvisFrames:
     """Unroll video-level ground truth (and results) into aligned frames of every GT video.
 
+    Null and empty (zero-area) segmentations are left out: an object is in a frame
+    only where its mask has pixels.
+
     Args:
         gt: YouTube-VIS annotation dict or parsed :class:`YtvisGroundTruth`.
         results: YouTube-VIS results list (or parsed tracks); None gives empty predictions.
@@ -220,9 +227,15 @@ def frames_from_ytvis(gt: dict | YtvisGroundTruth, results: Sequence[Any] | None
     for frames, items, is_gt in ((gt_frames, truth.annotations, True), (pred_frames, tracks, False)):
         for tr in items:
             base = start[tr.video_id]
-            for t, seg in enumerate(tr.segmentations):
-                if seg is not None:
-                    frames[base + t].append(FrameObject(tr.category_id, seg, tr.score, tr.iscrowd and is_gt))
+            idx = [t for t, s in enumerate(tr.segmentations) if s is not None]
+            if not idx:
+                continue
+            areas = mask_utils.area([tr.segmentations[t] for t in idx])
+            for t, a in zip(idx, areas):
+                if a > 0:  # an empty mask means "not in this frame" (VIS models emit them)
+                    frames[base + t].append(
+                        FrameObject(tr.category_id, tr.segmentations[t], tr.score, tr.iscrowd and is_gt)
+                    )
     return YtvisFrames(keys=keys, gt=gt_frames, pred=pred_frames)
 
 

@@ -175,10 +175,10 @@ class FileProposer:
             if "annotations" not in data:
                 raise BadInputError(f"{self.path}: a JSON object must have 'annotations' (with 'videos' or "
                                     f"'images'); found keys {sorted(data)[:8]}")
-            if "videos" in data:
-                self._parse_ytvis(data["annotations"], data, self.path, need_score=False)
-            elif "images" in data:
+            if "images" in data:  # COCO (may also list videos, for their names)
                 self._parse_coco(data["annotations"], data, self.path, need_score=False)
+            elif "videos" in data:
+                self._parse_ytvis(data["annotations"], data, self.path, need_score=False)
             else:
                 raise BadInputError(f"{self.path}: has 'annotations' but neither 'videos' (YouTube-VIS) nor "
                                     "'images' (COCO) to place them in videos and frames")

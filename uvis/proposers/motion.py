@@ -6,30 +6,38 @@ longer side is at most ``work_side``, default 384):
 
 * ``background`` (static camera): an OpenCV MOG2 (or KNN) background subtractor,
   ``history`` frames long. Foreground = subtractor value 255; detected shadows (127)
-  are background. Strength = 1 on foreground pixels. The first ``bg_warmup`` frames
-  of a new model give no proposals (it has not seen the background yet).
+  are background. Strength = 1 on foreground pixels. Learning rate: 1/(n+1) for the
+  first ``bg_warmup`` frames n of a new model (their running mean; no proposals yet),
+  then max(1/``history``, 1/(4(n+1))), a quarter of OpenCV's default 1/(n+1): the
+  fast default absorbs slow objects into the background within a few frames (an
+  object staying on the same pixels for ~10 % of the frames seen so far), the slower
+  rate keeps them while ghosts of objects present at the start still fade (about
+  10 frames after warm-up in the tests). Objects that stop, or crawl (on the same
+  pixels for more than ~``history``/10 frames), still fade into the background.
 * ``flow`` (moving camera): dense Farneback optical flow between the previous and the
   current frame at ``flow_side`` (default 192) pixels. Camera motion is compensated:
   a global affine motion is fitted to the flow by least squares on a grid of points
   (refitted once on the points it explains within 2.5x the median residual, so moving
-  objects do not drag the fit), and the *residual* flow magnitude r counts. A pixel
-  moves if r > thr, thr = max(``flow_threshold``, 3 x median(r)) (pixels per frame at
-  ``flow_side``; the median term adapts to flow noise), *and* its grey level changed
-  by more than ``diff_threshold`` (or 3 x the median change) against the previous
-  frame aligned by the camera's affine motion: Farneback's smooth flow bleeds around
-  objects, the aligned difference follows their outline, so each moving region is
-  cut to the convex hull of its changed pixels (which also fills uniform interiors,
-  where only the outline changes). A border band as wide as the camera's
-  displacement (+2 px), where flow is unreliable, is ignored. Strength =
-  min(1, r / (2 thr)). The first frame after a reset gives no proposals.
+  objects do not drag the fit), and the *residual* flow magnitude r counts. Moving
+  regions: r > thr, thr = max(``flow_threshold``, 3 x median(r)) (pixels per frame at
+  ``flow_side``; the median term adapts to flow noise), opened with a 3x3 ellipse.
+  Farneback's smooth flow bleeds around objects and misses edges parallel to the
+  motion (the aperture problem), while the grey-level change against the previous
+  frame aligned by the camera's affine motion (> ``diff_threshold`` or 3 x its
+  median) follows the outline. So each moving region, grown by k px (k below), is
+  cut to the convex hull of the changed pixels inside its grown box; the hull also
+  fills uniform interiors, where only the outline changes. A border band as wide as
+  the camera's displacement (+2 px), where flow is unreliable, is ignored.
+  Strength = min(1, r / (2 thr)). The first frame after a reset gives no proposals.
 * ``auto``: camera motion g = median displacement of the fitted affine field
   (pixels per frame at work resolution), smoothed by an exponential moving average
   (alpha 0.5). The camera is *moving* when the average exceeds
   ``camera_motion_threshold`` (0.5 px) and *static* again when it falls below half of
-  that (hysteresis). Static: the background detector (while its model warms up, the
-  flow detector); moving: the flow detector, and the background model is dropped and
-  relearned when the camera settles. While the static background detector is in use,
-  g is measured by a cheaper Farneback at half ``flow_side``.
+  that (hysteresis). Static: the background detector once its model has seen
+  ``auto_handover`` (15) frames, the flow detector before; moving: the flow detector,
+  and the background model is dropped and relearned when the camera settles. While
+  the background detector is in use, g is measured by a cheaper Farneback at half
+  ``flow_side``.
 
 Clean-up (work resolution; k = odd(short side / 60), 5 at 288 px): opening with a
 3x3 ellipse drops speckle, closing with a k x k ellipse joins fragments; each outer
@@ -169,13 +177,16 @@ class MotionProposer:
         diff_threshold: minimum grey-level change (0-255) of a moving pixel against the
             camera-aligned previous frame, flow detector (> 0).
         bg_warmup: frames a new background model sees before it proposes (>= 1).
+        auto_handover: frames a new background model sees before ``auto`` uses it
+            instead of flow (>= ``bg_warmup``; ghosts of objects that moved during the
+            warm-up fade meanwhile).
     """
 
-    def __init__(self, *, mode: str = "auto", subtractor: str = "mog2", history: int = 50,
+    def __init__(self, *, mode: str = "auto", subtractor: str = "mog2", history: int = 200,
                  var_threshold: float = 16.0, min_area_fraction: float = 0.0005, max_instances: int = 20,
                  work_side: int = 384, flow_side: int = 192, flow_threshold: float = 1.0,
                  camera_motion_threshold: float = 0.5, diff_threshold: float = 12.0,
-                 bg_warmup: int = 5) -> None:
+                 bg_warmup: int = 5, auto_handover: int = 15) -> None:
         if mode not in MODES:
             raise ValueError(f"MotionProposer mode must be one of {', '.join(MODES)}, got {mode!r}")
         if subtractor not in SUBTRACTORS:
@@ -190,8 +201,8 @@ class MotionProposer:
             raise ValueError(f"MotionProposer needs 32 <= flow_side <= work_side, got {flow_side}, {work_side}")
         if min(flow_threshold, camera_motion_threshold, var_threshold, diff_threshold) <= 0:
             raise ValueError("MotionProposer thresholds (var, flow, camera motion, diff) must be > 0")
-        if bg_warmup < 1:
-            raise ValueError(f"MotionProposer bg_warmup must be >= 1, got {bg_warmup}")
+        if bg_warmup < 1 or auto_handover < bg_warmup:
+            raise ValueError(f"MotionProposer needs 1 <= bg_warmup <= auto_handover, got {bg_warmup}, {auto_handover}")
         self.mode = mode
         self.subtractor = subtractor
         self.history = int(history)
@@ -204,12 +215,13 @@ class MotionProposer:
         self.camera_motion_threshold = float(camera_motion_threshold)
         self.diff_threshold = float(diff_threshold)
         self.bg_warmup = int(bg_warmup)
+        self.auto_handover = int(auto_handover)
         self.context_frames = 1 if mode == "flow" else self.history
         self.name = (
             f"motion-v{_VERSION}(mode={mode},sub={subtractor},hist={self.history},var={self.var_threshold:g},"
             f"minarea={self.min_area_fraction:g},max={self.max_instances},work={self.work_side},"
             f"flow={self.flow_side},fthr={self.flow_threshold:g},cam={self.camera_motion_threshold:g},"
-            f"diff={self.diff_threshold:g},warm={self.bg_warmup})"
+            f"diff={self.diff_threshold:g},warm={self.bg_warmup},handover={self.auto_handover})"
         )
         self.reset()
 
@@ -277,7 +289,7 @@ class MotionProposer:
             self.last_source = "flow"
             return self._flow(prev_flow, flow_gray, prev_work, work_gray) if have_prev else None
         # auto: measure camera motion (cheaply while the background detector is in use).
-        probed = have_prev and not self._camera_moving and self._bg_seen > self.bg_warmup
+        probed = have_prev and not self._camera_moving and self._bg_seen > self.auto_handover
         if probed:
             self._update_camera(self._probe_camera(prev_flow, flow_gray, max(work.shape[:2])))
             if not self._camera_moving:
@@ -291,7 +303,7 @@ class MotionProposer:
             self.last_source = "flow"
             return flow
         background = self._background(work)
-        if background is not None:
+        if background is not None and self._bg_seen > self.auto_handover:
             self.last_source = "background"
             return background
         self.last_source = "flow"
@@ -310,7 +322,9 @@ class MotionProposer:
     def _background(self, work: np.ndarray) -> _Detection | None:
         if self._bg is None:
             self._bg, self._bg_seen = self._new_background(), 0
-        raw = self._bg.apply(work)
+        n = self._bg_seen
+        rate = 1.0 / (n + 1) if n < self.bg_warmup else max(1.0 / self.history, 0.25 / (n + 1))
+        raw = self._bg.apply(work, learningRate=rate)
         self._bg_seen += 1
         if self._bg_seen <= self.bg_warmup:
             return None
@@ -323,7 +337,7 @@ class MotionProposer:
         a, b = _resize_to_side(prev, side), _resize_to_side(cur, side)
         flow = cv2.calcOpticalFlowFarneback(a, b, None, **_FARNEBACK)
         h, w = b.shape
-        params = fit_affine_motion(flow, step=max(2, max(h, w) // 32))
+        params = fit_affine_motion(flow, step=max(2, max(h, w) // 16))
         return _camera_motion(params, h, w)[0] * work_side / max(h, w)
 
     def _flow(self, prev: np.ndarray, cur: np.ndarray, prev_work: np.ndarray, cur_work: np.ndarray,
@@ -354,7 +368,7 @@ class MotionProposer:
         changed = diff > max(self.diff_threshold, 3.0 * float(np.median(diff)))
         moving = cv2.morphologyEx((r > thr).astype(np.uint8), cv2.MORPH_OPEN,
                                   cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
-        fg = _trim_to_change(moving, changed, self.min_area_fraction * H * W)
+        fg = _trim_to_change(moving, changed, self.min_area_fraction * H * W, grow=_odd(min(H, W) / 60))
         return _Detection(foreground=fg, strength=np.minimum(1.0, r / (2.0 * thr)))
 
     # ---- blobs ------------------------------------------------------------------------
@@ -398,25 +412,26 @@ class MotionProposer:
         return (fill * motion * size) ** (1.0 / 3.0)
 
 
-def _trim_to_change(moving: np.ndarray, changed: np.ndarray, min_area: float) -> np.ndarray:
-    """Cut each moving region (uint8 (h, w)) down to the convex hull of its changed pixels
-    (bool (h, w)); regions with no change or smaller than ``min_area`` are dropped.
-    Returns the bool foreground (h, w)."""
-    fg = np.zeros(moving.shape, bool)
+def _trim_to_change(moving: np.ndarray, changed: np.ndarray, min_area: float, grow: int) -> np.ndarray:
+    """Cut each moving region (uint8 (h, w)), grown by ``grow`` px, to the convex hull of
+    the changed pixels (bool (h, w)) inside its grown box; regions smaller than
+    ``min_area`` or with fewer than 3 changed pixels are dropped. Returns the bool
+    foreground (h, w)."""
+    h, w = moving.shape
+    fg = np.zeros((h, w), bool)
+    grown = cv2.dilate(moving, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     contours, _ = cv2.findContours(moving, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     for c in contours:
         x, y, bw, bh = cv2.boundingRect(c)
         if bw * bh < min_area:
             continue
-        region = np.zeros((bh, bw), np.uint8)
-        cv2.drawContours(region, [c], -1, 1, thickness=-1, offset=(-x, -y))
-        ys, xs = np.nonzero(changed[y:y + bh, x:x + bw] & (region > 0))
+        x0, y0, x1, y1 = max(0, x - grow), max(0, y - grow), min(w, x + bw + grow), min(h, y + bh + grow)
+        ys, xs = np.nonzero(changed[y0:y1, x0:x1])
         if len(xs) < 3:
             continue
-        hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
-        inside = np.zeros((bh, bw), np.uint8)
-        cv2.fillConvexPoly(inside, hull, 1)
-        fg[y:y + bh, x:x + bw] |= (region & inside) > 0
+        hull = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillConvexPoly(hull, cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32)), 1)
+        fg[y0:y1, x0:x1] |= (hull & grown[y0:y1, x0:x1]) > 0
     return fg
 
 

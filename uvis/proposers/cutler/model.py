@@ -94,9 +94,10 @@ class CutlerNet(nn.Module):
         return self
 
     def use_channels_last(self, enabled: bool = True) -> "CutlerNet":
-        """Run the backbone in channels-last memory format (faster on most CPUs)."""
+        """Run the backbone and RPN in channels-last memory format (faster on most CPUs)."""
         fmt = torch.channels_last if enabled else torch.contiguous_format
         self.backbone.to(memory_format=fmt)
+        self.rpn.to(memory_format=fmt)
         self.channels_last = enabled
         return self
 
@@ -120,10 +121,11 @@ class CutlerNet(nn.Module):
         return batch, sizes
 
     def features(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """FPN maps [p2, p3, p4, p5, p6] of a preprocessed batch (contiguous format)."""
+        """FPN maps [p2, p3, p4, p5, p6] of a preprocessed batch, each (N, 256, H/s, W/s)
+        (channels-last memory format when :meth:`use_channels_last` is on)."""
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        return [f.contiguous() for f in self.backbone(batch)]
+        return self.backbone(batch)
 
     def forward_raw(self, images: Sequence[torch.Tensor], score_threshold: float = 0.0) -> list[RawDetections]:
         """Run the whole network on (3, h, w) float 0..255 RGB images (any sizes).
@@ -134,7 +136,7 @@ class CutlerNet(nn.Module):
         batch, sizes = self.preprocess(images)
         feats = self.features(batch)
         proposals = self.rpn(feats, sizes)
-        pooled = feats[:4]
+        pooled = [f.contiguous() for f in feats[:4]]  # ROIAlign reads NCHW
         dets = self.roi_heads.detect(pooled, [p.boxes for p in proposals], sizes, score_threshold)
         masks = self.roi_heads.predict_masks(pooled, [d.boxes for d in dets])
         return [
@@ -183,7 +185,8 @@ class CutlerNet(nn.Module):
             check_frame(image)
             out_sizes.append(tuple(output_hws[i]) if output_hws is not None else image.shape[:2])
             net_in = resize_shortest_edge(image, self.min_size, self.max_size) if resize else image
-            tensors.append(torch.from_numpy(np.ascontiguousarray(net_in)).permute(2, 0, 1))
+            arr = np.ascontiguousarray(net_in)
+            tensors.append(torch.from_numpy(arr if arr.flags.writeable else arr.copy()).permute(2, 0, 1))
         with torch.inference_mode():
             raw = self.forward_raw(tensors, score_threshold)
             return [

@@ -15,6 +15,7 @@ Inference semantics follow detectron2's ``CascadeROIHeads`` / CutLER's
 """
 from __future__ import annotations
 
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -46,26 +47,43 @@ def assign_levels(rois: torch.Tensor, canonical_box_size: int, canonical_level: 
     return torch.clamp(levels, min=min_level, max=max_level).to(torch.int64) - min_level
 
 
-def pool(features: list[torch.Tensor], rois: torch.Tensor, resolution: int, config: CutlerConfig) -> torch.Tensor:
+def pool(
+    features: list[torch.Tensor], rois: torch.Tensor, resolution: int, config: CutlerConfig,
+    executor: Executor | None = None,
+) -> torch.Tensor:
     """ROIAlign (aligned=True, adaptive sampling) of each ROI on its FPN level.
 
     Args:
-        features: [p2, p3, p4, p5], each (N, C, Hl, Wl).
+        features: [p2, p3, p4, p5], each (N, C, Hl, Wl), contiguous.
         rois: (M, 5) from :func:`boxes_to_rois`, input pixels.
         resolution: output side (7 for boxes, 14 for masks).
+        executor: when given, each level's ROIs are split into chunks pooled in its
+            threads (torchvision's CPU ROIAlign is single-threaded and releases the GIL).
     Returns:
         (M, C, resolution, resolution) float32.
     """
     channels = features[0].shape[1]
-    out = features[0].new_zeros((rois.shape[0], channels, resolution, resolution))
     if rois.shape[0] == 0:
-        return out
+        return features[0].new_zeros((0, channels, resolution, resolution))
     levels = assign_levels(rois, config.canonical_box_size, config.canonical_level)
+    jobs: list[tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]] = []
+    workers = 1 if executor is None else max(1, torch.get_num_threads())
     for level, (feat, stride) in enumerate(zip(features, POOLER_STRIDES)):
         inds = torch.nonzero(levels == level).squeeze(1)
         if inds.numel() == 0:
             continue
-        out[inds] = roi_align(feat, rois[inds], resolution, spatial_scale=1.0 / stride, sampling_ratio=0, aligned=True)
+        for chunk in inds.chunk(workers if inds.numel() >= 8 * workers else 1):
+            jobs.append((feat, rois[chunk], 1.0 / stride, chunk))
+
+    def run(job: tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]) -> torch.Tensor:
+        feat, level_rois, scale, _ = job
+        return roi_align(feat, level_rois, resolution, spatial_scale=scale, sampling_ratio=0, aligned=True)
+
+    results = list(executor.map(run, jobs)) if executor is not None and len(jobs) > 1 else [run(j) for j in jobs]
+    # every ROI has exactly one level, so the output is fully written
+    out = features[0].new_empty((rois.shape[0], channels, resolution, resolution))
+    for (_, _, _, chunk), res in zip(jobs, results):
+        out[chunk] = res
     return out
 
 
@@ -125,6 +143,21 @@ class ROIHeads(nn.Module):
         self.config = config
         self.box_heads = nn.ModuleList(BoxHead() for _ in range(config.num_stages))
         self.mask_head = MaskHead()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_threads = 0
+
+    def executor(self) -> Executor | None:
+        """Threads for ROIAlign on CPU (one per torch thread, made on first use); None on
+        GPU or with one torch thread."""
+        threads = torch.get_num_threads()
+        if threads < 2 or self.mask_head.predictor.weight.device.type != "cpu":
+            return None
+        if self._executor is None or self._executor_threads != threads:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+            self._executor = ThreadPoolExecutor(threads, thread_name_prefix="uvis-roialign")
+            self._executor_threads = threads
+        return self._executor
 
     def detect(
         self, features: list[torch.Tensor], proposals: list[torch.Tensor], image_sizes: list[tuple[int, int]],
@@ -146,7 +179,7 @@ class ROIHeads(nn.Module):
             if stage > 0:
                 boxes = [clip_boxes(b, hw) for b, hw in zip(boxes, image_sizes)]
             rois = boxes_to_rois(boxes)
-            logits, deltas = head(pool(features, rois, cfg.box_pooler_resolution, cfg))
+            logits, deltas = head(pool(features, rois, cfg.box_pooler_resolution, cfg, self.executor()))
             probs = F.softmax(logits, dim=-1)
             probs_sum = probs if probs_sum is None else probs_sum + probs
             decoded = decode_boxes(deltas, rois[:, 1:], cfg.bbox_reg_weights[stage], cfg.scale_clamp)
@@ -177,5 +210,5 @@ class ROIHeads(nn.Module):
         counts = [b.shape[0] for b in boxes]
         if sum(counts) == 0:
             return [b.new_zeros((0, 1, 2 * self.config.mask_pooler_resolution, 2 * self.config.mask_pooler_resolution)) for b in boxes]
-        feats = pool(features, boxes_to_rois(boxes), self.config.mask_pooler_resolution, self.config)
+        feats = pool(features, boxes_to_rois(boxes), self.config.mask_pooler_resolution, self.config, self.executor())
         return list(self.mask_head(feats).sigmoid().split(counts))

@@ -1,0 +1,1 @@
+"""UVIS Studio web app (Gradio): a thin shell over the ``uvis`` library."""
