@@ -29,8 +29,8 @@ DEFAULT_MAX_UPLOAD_MB = 512
 REASON_NAMES: dict[int, str] = {Reason.KEPT: "kept", Reason.OBJECTNESS: "objectness",
                                 Reason.CLIP_SCORE: "CLIP score", Reason.PMF: "PMF",
                                 Reason.USER_REJECT: "user reject"}
-TABLE_HEADERS: list[str] = ["#", "objectness", "label", "score", "top-5 classes", "closest prompt",
-                            "decision", "similarity", "track"]
+TABLE_HEADERS: list[str] = ["#", "objectness", "label", "score", "decision", "similarity", "track",
+                            "top-5 classes", "closest prompt"]
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -236,8 +236,8 @@ def frame_table(result: VideoResult, rows: slice) -> list[list[Any]]:
         tid = int(inst.track_id[r])  # type: ignore[index]
         decision = REASON_NAMES[int(inst.decision[r])] + (" (user)" if result.user[r] else "")  # type: ignore[index]
         out.append([i, round(float(inst.objectness[r]), 3), class_name(result, int(inst.label[r])),  # type: ignore[index]
-                    round(float(inst.clip_score[r]), 3), top5_text(result, r), closest_prompt(result, r),  # type: ignore[index]
-                    decision, _fmt(float(inst.similarity[r])), tid if tid >= 0 else ""])  # type: ignore[index]
+                    round(float(inst.clip_score[r]), 3), decision, _fmt(float(inst.similarity[r])),  # type: ignore[index]
+                    tid if tid >= 0 else "", top5_text(result, r), closest_prompt(result, r)])
     return out
 
 

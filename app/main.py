@@ -26,6 +26,7 @@ CSS = """
 .uv-banner p {margin: 0.15em 0}
 #counts {font-size: 1.02em}
 .uv-panel img {object-fit: contain}
+.uv-panel-title {font-weight:600; font-size:0.95em; margin:0 0 2px 2px}
 .uv-legend {display:flex; gap:14px; flex-wrap:wrap; font-size:0.88em; margin:2px 0 6px 0}
 .uv-legend span {display:inline-flex; align-items:center; gap:5px}
 .uv-legend i {display:inline-block; width:12px; height:12px; border-radius:3px}
@@ -48,7 +49,7 @@ LEGEND_HTML = "<div class='uv-legend'>" + "".join(
     f"<span><i style='background:rgb{c}'></i>{n}</span>" for n, c in (
         ("kept", (46, 204, 113)), ("dropped: objectness", (149, 165, 166)), ("dropped: CLIP score", (243, 156, 18)),
         ("dropped: PMF", (155, 89, 182)), ("dropped: user reject", (231, 76, 60)),
-        ("selected", (255, 221, 0)))) + "<span>· panel (c) tags: #index reason similarity, * = curated</span></div>"
+        ("selected", (255, 221, 0)))) + "<span>· tags: instance index, then objectness / label + score / reason + deciding similarity / track; * = curated by you</span></div>"
 
 
 def _message(exc: BaseException) -> str:
@@ -77,7 +78,7 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
             gr.Markdown("## UVIS Studio — unsupervised video instance segmentation pseudo-labels")
         gr.Markdown(banner_markdown(ctrl.backends), elem_classes="uv-banner", elem_id="backend-banner")
         job_line = gr.Markdown("", elem_id="job-status")
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False):
             video_dd = gr.Dropdown(choices=names, value=names[0] if names else None, label="video",
                                    elem_id="video-select", scale=2, min_width=160)
             frame_slider = gr.Slider(0, max(1, ctrl.num_frames(names[0]) - 1 if names else 1), value=0, step=1,
@@ -87,9 +88,12 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
             next_btn = gr.Button("step ▶", size="sm", elem_id="next-frame", scale=1, min_width=70)
         counts_md = gr.Markdown("", elem_id="counts")
         with gr.Row(equal_height=True):
-            panels = [gr.Image(label=title, interactive=False, format="jpeg", elem_id=f"panel-{k}",
-                               elem_classes="uv-panel", buttons=["fullscreen"], min_width=200)
-                      for k, title in zip("abcd", views.PANEL_TITLES)]
+            panels = []
+            for k, title in zip("abcd", views.PANEL_TITLES):
+                with gr.Column(min_width=200):
+                    gr.HTML(f"<div class='uv-panel-title'>{title}</div>")
+                    panels.append(gr.Image(show_label=False, interactive=False, format="jpeg", elem_id=f"panel-{k}",
+                                           elem_classes="uv-panel", buttons=["fullscreen"], container=False))
         gr.HTML(LEGEND_HTML)
         with gr.Row():
             with gr.Column(scale=3):

@@ -6,11 +6,11 @@ masks, area/linear image) so labels stay legible; :attr:`FrameLayers.scale` maps
 click on a panel back to frame pixels (``frame_xy = panel_xy / scale``).
 
 Panels (DESIGN §1, issue 4):
-    (a) proposals: every instance, a colour per instance, ``#i`` and objectness;
-    (b) label scores: coloured by label, ``#i label score``; an inset with the selected
+    (a) proposals: every instance, a colour per instance, ``i:`` and objectness;
+    (b) label scores: coloured by label, ``i: label score``; an inset with the selected
         instance's top-5 classes (bars) and closest prompt;
     (c) decisions: coloured by reason (:data:`REASON_COLOURS`), dropped ones faint,
-        ``#i reason similarity``;
+        ``i: reason similarity``;
     (d) pseudo-labels: kept instances only, coloured by track id, ``T<id> label``.
 The selected instance gets a thick yellow outline in every panel; the others dim.
 """
@@ -186,11 +186,11 @@ def _draw(layers: FrameLayers, selected: int | None, style) -> np.ndarray:  # ty
 
 
 def proposals_panel(layers: FrameLayers, selected: int | None = None) -> np.ndarray:
-    """(a) every proposal: mask, box, ``#index`` and objectness."""
+    """(a) every proposal: mask, box, ``index:`` and objectness."""
     obj = layers.result.instances.objectness
 
     def style(i: int, row: int):  # type: ignore[no-untyped-def]
-        return colour_for(i), 0.4, 2, False, f"#{i} {obj[row]:.2f}", True
+        return colour_for(i), 0.4, 2, False, f"{i}: {obj[row]:.2f}", True
 
     canvas = _draw(layers, selected, style)
     _caption(canvas, f"frame {layers.frame}: {len(layers.rows)} proposals")
@@ -211,7 +211,7 @@ def scores_panel(layers: FrameLayers, selected: int | None = None) -> np.ndarray
     def style(i: int, row: int):  # type: ignore[no-untyped-def]
         lbl = int(inst.label[row])
         return (colour_for(lbl), 0.4, 2, False,
-                f"#{i} {class_name(res, lbl)} {inst.clip_score[row]:.2f}", True)
+                f"{i}: {class_name(res, lbl)} {inst.clip_score[row]:.2f}", True)
 
     canvas = _draw(layers, selected, style)
     if selected is not None and 0 <= selected < len(layers.rows):
@@ -240,7 +240,7 @@ def _top5_inset(canvas: np.ndarray, res: VideoResult, row: int, index: int) -> N
     overlay = canvas.copy()
     cv2.rectangle(overlay, (x0, y0), (x0 + box_w, y0 + box_h), (25, 25, 35), -1)
     cv2.addWeighted(overlay, 0.82, canvas, 0.18, 0, dst=canvas)
-    cv2.putText(canvas, f"#{index} top-{len(lines)} classes", (x0 + 6, y0 + 17), FONT, 0.48,
+    cv2.putText(canvas, f"instance {index}: top-{len(lines)} classes", (x0 + 6, y0 + 17), FONT, 0.48,
                 SELECT_COLOUR, 1, cv2.LINE_AA)
     bar_x, bar_w = x0 + 120, box_w - 170
     for k, (name, p) in enumerate(lines):
@@ -268,7 +268,7 @@ def decisions_panel(layers: FrameLayers, selected: int | None = None) -> np.ndar
         mark = "*" if user[row] else ""
         kept = reason == Reason.KEPT
         return (REASON_COLOURS[reason], 0.45 if kept else 0.25, 2 if kept else 1, not kept,
-                f"#{i}{mark} {REASON_LABELS[reason]}{value}", True)
+                f"{i}{mark}: {REASON_LABELS[reason]}{value}", True)
 
     canvas = _draw(layers, selected, style)
     kept = int((inst.decision[layers.rows] == Reason.KEPT).sum()) if len(layers.rows) else 0

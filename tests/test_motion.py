@@ -21,8 +21,8 @@ def texture(h: int, w: int, seed: int) -> np.ndarray:
     return cv2.GaussianBlur(cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC), (0, 0), 1.0)
 
 
-def scene(n: int = 40, h: int = 120, w: int = 160, square: bool = True, pan: float = 0.0, stop_pan_at: int | None = None,
-          size: int = 24, speed: int = 3, noise: float = 2.0, seed: int = 0):
+def scene(n: int = 40, h: int = 120, w: int = 160, square: bool = True, pan: float = 0.0,
+          stop_pan_at: int | None = None, size: int = 24, speed: int = 3, noise: float = 2.0, seed: int = 0):
     """RGB frames of a textured background, optionally panned ``pan`` px/frame (until
     ``stop_pan_at``), with an orange textured square moving ``speed`` px/frame to the right.
     Returns (frames, boxes xyxy of the square or None)."""

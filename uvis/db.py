@@ -54,6 +54,14 @@ CREATE TABLE IF NOT EXISTS curation (
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS curation_video ON curation(video, id);
+CREATE TABLE IF NOT EXISTS ground_truth (
+    video TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    source TEXT NOT NULL,
+    source_video_id INTEGER NOT NULL,
+    frames_dir TEXT NOT NULL,
+    imported_at REAL NOT NULL
+);
 """
 
 
@@ -79,6 +87,27 @@ class VideoRecord:
     width: int | None
     height: int | None
     status: str
+
+
+@dataclass(frozen=True)
+class GroundTruthRecord:
+    """A row of the ``ground_truth`` table: a workspace video's YouTube-VIS ground truth.
+
+    ``path``: a YouTube-VIS annotation JSON holding only this video (written by
+    :func:`uvis.export.importers.import_ytvis_into_workspace`, original ids kept);
+    ``source``: the file it was imported from; ``source_video_id``: the video's id in
+    both files; ``frames_dir``: the video's frame folder. Ground-truth frame k is the
+    frame file ``file_names[k]``; a workspace frame maps to it through
+    ``VideoInfo.frame_names`` (or ``source_indices`` when the folder holds exactly the
+    annotated frames).
+    """
+
+    video: str
+    path: str
+    source: str
+    source_video_id: int
+    frames_dir: str
+    imported_at: float
 
 
 class WorkspaceDB:
@@ -124,6 +153,29 @@ class WorkspaceDB:
             "SELECT name, path, cache_key, num_frames, width, height, status FROM videos WHERE name=?",
             (name,)).fetchone()
         return VideoRecord(*row) if row else None
+
+    # ------------------------------------------------------------------ ground truth
+    def set_ground_truth(self, video: str, path: str, source: str, source_video_id: int, frames_dir: str) -> None:
+        """Record (or replace) the ground truth of ``video`` (see :class:`GroundTruthRecord`)."""
+        self._write(
+            "INSERT INTO ground_truth(video, path, source, source_video_id, frames_dir, imported_at) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT(video) DO UPDATE SET path=excluded.path, source=excluded.source, "
+            "source_video_id=excluded.source_video_id, frames_dir=excluded.frames_dir, "
+            "imported_at=excluded.imported_at",
+            (video, path, source, int(source_video_id), frames_dir, time.time()))
+
+    def ground_truth(self, video: str) -> GroundTruthRecord | None:
+        """The ground truth recorded for ``video``, or None."""
+        row = self._conn.execute(
+            "SELECT video, path, source, source_video_id, frames_dir, imported_at FROM ground_truth WHERE video=?",
+            (video,)).fetchone()
+        return GroundTruthRecord(*row) if row else None
+
+    def ground_truths(self) -> list[GroundTruthRecord]:
+        """Every recorded ground truth, by video name."""
+        rows = self._conn.execute(
+            "SELECT video, path, source, source_video_id, frames_dir, imported_at FROM ground_truth ORDER BY video")
+        return [GroundTruthRecord(*r) for r in rows]
 
     # ------------------------------------------------------------------ configs
     def save_config(self, config_json: str, note: str = "") -> int:

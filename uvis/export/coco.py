@@ -35,7 +35,7 @@ import uvis
 from uvis import masks as mask_ops
 from uvis.decide import VideoResult
 from uvis.export._common import common_vocabulary, export_labels, instance_columns, video_ids
-from uvis.export._io import atomic_dir, write_json_atomic
+from uvis.export._io import write_json_atomic
 from uvis.export.frames import frame_file_name, write_video_frames
 
 ProgressFn = Callable[[str, int, int], None]
@@ -112,5 +112,3 @@ def export_coco(results: Mapping[str, VideoResult], out_dir: str | Path, *,
         write_video_frames(r.info, images, None if progress is None else (lambda d, t, n=name: progress(n, d, t)))
     return write_json_atomic(out_dir / "annotations.json", data)
 
-
-__all__ = ["atomic_dir", "coco_annotation_dict", "export_coco"]

@@ -159,8 +159,10 @@ class FileProposer:
             dense = mask_utils.decode(p.mask).astype(np.uint8)
             rles.append(mask_utils.encode(cv2.resize(dense, (W, H), interpolation=cv2.INTER_NEAREST) > 0))
             boxes.append(None if p.box is None else p.box * np.float32([W / w, H / h, W / w, H / h]))
-        mask_boxes = mask_utils.to_bbox(rles)
-        box_arr = np.stack([b if b is not None else mb for b, mb in zip(boxes, mask_boxes)]).astype(np.float32)
+        box_arr = mask_utils.to_bbox(rles)  # the mask's tight box unless the file gives one
+        for i, b in enumerate(boxes):
+            if b is not None:
+                box_arr[i] = b
         keep = mask_utils.area(rles) > 0
         inst = Instances(boxes=box_arr, masks=rles, objectness=np.array([p.score for p in props], np.float32),
                          image_size=(H, W), frame=np.full(len(rles), t, np.int32))
@@ -286,7 +288,7 @@ class FileProposer:
         if not isinstance(images, list):
             raise BadInputError(f"{catalogue_path}: 'images' must be a list")
         video_names: dict[Any, str] = {}
-        for i, v in enumerate(catalogue.get("videos") or []):
+        for v in catalogue.get("videos") or []:
             if isinstance(v, dict) and "id" in v and isinstance(v.get("name"), str):
                 video_names[v["id"]] = v["name"]
         groups: dict[Any, list[tuple[int, dict]]] = defaultdict(list)

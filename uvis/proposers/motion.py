@@ -277,14 +277,14 @@ class MotionProposer:
 
     def _detect(self, work: np.ndarray) -> _Detection | None:
         """Run the mode's detector(s) on a work-resolution RGB frame; None while warming up."""
+        if self.mode == "background":
+            self.last_source = "background"
+            return self._background(work)
         work_gray = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY)
         flow_gray = _resize_to_side(work_gray, self.flow_side)
         prev_flow, prev_work = self._prev_flow_gray, self._prev_work_gray
         self._prev_flow_gray, self._prev_work_gray = flow_gray, work_gray
         have_prev = prev_flow is not None and prev_work is not None
-        if self.mode == "background":
-            self.last_source = "background"
-            return self._background(work)
         if self.mode == "flow":
             self.last_source = "flow"
             return self._flow(prev_flow, flow_gray, prev_work, work_gray) if have_prev else None

@@ -94,10 +94,13 @@ class CutlerNet(nn.Module):
         return self
 
     def use_channels_last(self, enabled: bool = True) -> "CutlerNet":
-        """Run the backbone and RPN in channels-last memory format (faster on most CPUs)."""
+        """Run the convolutions (backbone, RPN, mask head) in channels-last memory format
+        (faster with oneDNN on CPU)."""
         fmt = torch.channels_last if enabled else torch.contiguous_format
         self.backbone.to(memory_format=fmt)
         self.rpn.to(memory_format=fmt)
+        self.roi_heads.mask_head.to(memory_format=fmt)
+        self.roi_heads.mask_head.channels_last = enabled
         self.channels_last = enabled
         return self
 

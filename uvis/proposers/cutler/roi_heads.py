@@ -114,8 +114,11 @@ class MaskHead(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in range(num_convs))
         self.deconv = nn.ConvTranspose2d(channels, channels, 2, stride=2)
         self.predictor = nn.Conv2d(channels, 1, 1)
+        self.channels_last = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         for conv in self.convs:
             x = F.relu_(conv(x))
         x = F.relu_(self.deconv(x))
