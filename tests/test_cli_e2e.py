@@ -104,7 +104,7 @@ def test_killed_run_resumes_without_recomputing(tmp_path, example_video):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["label", "does-not-exist.mp4"], "input not found"),
+    (["label", "does-not-exist.mp4"], "does-not-exist.mp4: no such file or folder"),
     (["label", "{bad}", "--config", "{cfg}"], "filters.clip_threshold must be in [0, 1]"),
     (["label", "{bad}"], "{bad}"),
     (["show", "-w", "{ws}"], "no labelled videos"),

@@ -24,6 +24,7 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML/JSON config file (partial files fill in defaults)")
     p.add_argument("--proposer", choices=["motion", "file", "cutler", "detectron2"])
     p.add_argument("--proposals-file", help="COCO/YouTube-VIS results JSON for --proposer file")
+    p.add_argument("--proposals-index", help="dataset JSON mapping the proposals' ids to videos and frames")
     p.add_argument("--cutler-weights", help="CutLER weights: registry name or local .pth path")
     p.add_argument("--min-size", type=int, help="CutLER short side (default 800)")
     p.add_argument("--embedder", choices=["clip", "efficientnet"])
@@ -63,6 +64,7 @@ def build_config(args: argparse.Namespace) -> Config:
     data = cfg.to_dict()
     pairs = {
         ("proposer", "backend"): args.proposer, ("proposer", "file"): args.proposals_file,
+        ("proposer", "file_index"): args.proposals_index,
         ("proposer", "cutler_weights"): args.cutler_weights, ("proposer", "min_size"): args.min_size,
         ("embedder", "backend"): args.embedder, ("embedder", "clip_model"): args.clip_model,
         ("embedder", "clip_pretrained"): args.clip_pretrained, ("video", "max_frames"): args.max_frames,
@@ -86,22 +88,21 @@ def build_config(args: argparse.Namespace) -> Config:
 def _run_label(args: argparse.Namespace) -> int:
     from uvis.pipeline import Runner, open_project
     from uvis.stats import format_counts
+    from uvis.video import find_videos
     from uvis.workspace import Workspace
 
     cfg = build_config(args)
-    for item in args.inputs:
-        if not Path(item).exists():
-            raise BadInputError(f"input not found: {item}")
+    inputs = find_videos(args.inputs)
     ws = Workspace(args.workspace)
     ws.db.save_config(cfg.to_json(), note="label")
     runner = Runner(ws, cfg)
-    names = []
-    for item in args.inputs:
+    names, failed = [], []
+    for item in inputs:
         bar = None
         if not args.quiet:
             from tqdm import tqdm
 
-            bar = tqdm(unit="frame", desc=Path(item).name, file=sys.stderr)
+            bar = tqdm(unit="frame", desc=item.name, file=sys.stderr)
 
         def progress(p, bar=bar) -> None:
             if p.done == p.resumed_from and p.resumed_from > 0:
@@ -112,13 +113,23 @@ def _run_label(args: argparse.Namespace) -> int:
                 bar.n = p.done
                 bar.refresh()
 
-        cache = runner.label_video(item, progress=progress)
-        if bar is not None:
-            bar.close()
+        try:
+            cache = runner.label_video(item, progress=progress)
+        except BadInputError as exc:  # one bad video of a batch: report it, go on with the rest
+            if len(inputs) == 1:
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            failed.append(str(item))
+            continue
+        finally:
+            if bar is not None:
+                bar.close()
         names.append(cache.info.name)
         if cache.num_cached < cache.info.num_frames:
             print(f"warning: {cache.info.name}: only {cache.num_cached}/{cache.info.num_frames} frames cached",
                   file=sys.stderr)
+    if not names:
+        raise BadInputError(f"no video could be labelled ({len(failed)} failed)")
     results = open_project(ws).decide(cfg)
     print(format_counts({n: results[n] for n in names if n in results}))
     for n in names:
@@ -127,6 +138,9 @@ def _run_label(args: argparse.Namespace) -> int:
         print(f"{n}: {r.info.num_frames} frames, {len(r.instances)} proposals, {int(r.kept.sum())} kept, "
               f"{len(r.tracks)} tracks, {frames_with} frames with kept instances")
     ws.close()
+    if failed:
+        print(f"{len(failed)} of {len(inputs)} videos failed: {', '.join(failed)}", file=sys.stderr)
+        return 2
     return 0
 
 

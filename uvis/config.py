@@ -70,6 +70,8 @@ class ProposerConfig:
     ``cutler_weights``: registry name or local path; ``min_size``/``max_size``: the
     ResizeShortestEdge of CutLER inference (800/1333; a smaller short side is faster);
     ``file``: path of a COCO or YouTube-VIS results JSON for the ``file`` backend;
+    ``file_index``: the dataset JSON (COCO instances / YouTube-VIS) that maps the results'
+    image or video ids to videos and frames, when the results file alone cannot;
     ``motion_mode``: auto | background | flow (motion backend; auto picks by camera motion).
     """
 
@@ -80,6 +82,7 @@ class ProposerConfig:
     nms_threshold: float = 0.5
     max_per_frame: int = 100
     file: str | None = None
+    file_index: str | None = None
     motion_mode: str = "auto"
     device: str = "cpu"
 

@@ -14,7 +14,7 @@ from uvis.cache import CacheMeta, CacheWriter, VideoCache, cache_key
 from uvis.config import Config
 from uvis.embedders.base import Embedder
 from uvis.proposers.base import Proposer
-from uvis.types import Instances
+from uvis.types import Instances, VideoInfo
 from uvis.workspace import Workspace, video_name_for
 
 
@@ -33,7 +33,7 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
-ProposerFactory = Callable[[str], Proposer]
+ProposerFactory = Callable[[str, VideoInfo], Proposer]
 
 
 class Runner:
@@ -43,7 +43,7 @@ class Runner:
         workspace: target workspace.
         config: run configuration (video reading, proposer, embedder sections are used).
         embedder: an already built embedder (else built from ``config.embedder`` on first use).
-        proposer_factory: ``video_name -> Proposer`` (else built from ``config.proposer``).
+        proposer_factory: ``(video_name, info) -> Proposer`` (else built from ``config.proposer``).
     """
 
     def __init__(self, workspace: Workspace, config: Config, *, embedder: Embedder | None = None,
@@ -61,12 +61,12 @@ class Runner:
             self._embedder = make_embedder(self.config.embedder)
         return self._embedder
 
-    def _proposer(self, video: str) -> Proposer:
+    def _proposer(self, video: str, info: VideoInfo) -> Proposer:
         if self._proposer_factory is not None:
-            return self._proposer_factory(video)
+            return self._proposer_factory(video, info)
         from uvis.proposers.factory import make_proposer
 
-        return make_proposer(self.config.proposer, video)
+        return make_proposer(self.config.proposer, video, info)
 
     def label_video(self, path: str | Path, *, name: str | None = None, progress: ProgressFn | None = None,
                     cancel: threading.Event | None = None) -> VideoCache:
@@ -83,7 +83,7 @@ class Runner:
         with open_video(path, stride=vc.stride, max_frames=vc.max_frames, max_side=vc.max_side,
                         name=name) as reader:
             info = reader.info
-            proposer = self._proposer(name)
+            proposer = self._proposer(name, info)
             embedder = self.embedder
             key = cache_key(proposer.name, embedder.name, vc.stride, vc.max_side)
             meta = CacheMeta(info=info, proposer=proposer.name, embedder=embedder.name,

@@ -212,13 +212,14 @@ class ClipEmbedder:
         cache_dir: str | Path | None = None,
     ) -> None:
         open_clip = require("open_clip", INSTALL_OPEN_CLIP)
+        model_name = model_name.replace("/", "-")  # 'ViT-B/32' (OpenAI spelling) -> 'ViT-B-32'
         if batch_size < 1:
             raise ConfigError(f"embedder.batch_size must be >= 1, got {batch_size}")
         if padding < 0:
             raise ConfigError(f"embedder.crop_padding must be >= 0, got {padding}")
         if model_name == TINY_CLIP_NAME:
             register_tiny_clip(model_name)
-        if model_name.replace("/", "-") not in open_clip.list_models():
+        if model_name not in open_clip.list_models():
             raise ConfigError(
                 f"embedder.clip_model '{model_name}' is not an open_clip model; "
                 f"e.g. ViT-B-32, ViT-B-16, ViT-L-14, {TINY_CLIP_NAME} (see open_clip.list_models())"

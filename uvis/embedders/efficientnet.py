@@ -163,9 +163,11 @@ class EfficientNetEmbedder:
         self.grey_background = bool(grey_background)
         self.image_size = (INPUT_SIZE, INPUT_SIZE)
         self.mean, self.std = MEAN, STD
-        self.model = build_model().to(self.device)
+        # channels-last (NHWC) is the fast layout for convolutions on CPU (oneDNN) and GPU.
+        self.model = build_model().to(self.device, memory_format=torch.channels_last)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
     def embed_crops(self, frame: np.ndarray, boxes: np.ndarray, masks: Sequence[RLE] | None = None) -> np.ndarray:
@@ -222,7 +224,8 @@ class EfficientNetEmbedder:
                     mean=self.mean,
                     std=self.std,
                 )
-                out[i] = self.model(x.to(self.device)).float().cpu().numpy()[0]
+                x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+                out[i] = self.model(x).float().cpu().numpy()[0]
         return out
 
     def __repr__(self) -> str:

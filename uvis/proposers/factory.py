@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from uvis.config import ProposerConfig
 from uvis.proposers.base import Proposer
+from uvis.types import VideoInfo
 
 
-def make_proposer(cfg: ProposerConfig, video_name: str) -> Proposer:
+def make_proposer(cfg: ProposerConfig, video_name: str, info: VideoInfo | None = None) -> Proposer:
     """The proposer of ``cfg.backend`` for one video.
 
-    ``file`` proposals are looked up by ``video_name``; ``cutler`` loads the weights named
-    by ``cfg.cutler_weights`` (registry name or local path).
+    ``file`` proposals are looked up by ``video_name`` and mapped to processed frames
+    through ``info.source_indices`` (stride); ``cutler`` loads the weights named by
+    ``cfg.cutler_weights`` (registry name or local path).
     """
     if cfg.backend == "motion":
         from uvis.proposers.motion import MotionProposer
@@ -19,7 +21,8 @@ def make_proposer(cfg: ProposerConfig, video_name: str) -> Proposer:
         from uvis.proposers.file import FileProposer
 
         assert cfg.file is not None  # validated by Config
-        return FileProposer(cfg.file, video_name)
+        frame_map = list(info.source_indices) if info is not None and info.source_indices else None
+        return FileProposer(cfg.file, video_name, index=cfg.file_index, frame_map=frame_map)
     if cfg.backend == "cutler":
         from uvis.proposers.cutler import CutlerProposer
 
