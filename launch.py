@@ -22,8 +22,11 @@ EXAMPLE = REPO / "assets" / "examples" / "vtest_150.mp4"
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="launch.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="launch.py", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+        epilog="Every option of `python -m uvis label` is accepted too (e.g. --proposer motion, --embedder "
+               "efficientnet, --clip-model uvis-tiny-vit --clip-pretrained none, --max-frames 40, --vocabulary "
+               "ytvis2021, --config FILE); see `python -m uvis label --help`.")
     p.add_argument("--workspace", "-w", default="workspace", help="workspace folder (default ./workspace)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -32,21 +35,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--fiftyone-port", type=int, default=5151, help="port of the FiftyOne App (default 5151)")
     p.add_argument("--max-upload-mb", type=int, default=512, help="upload size limit in MiB (default 512)")
     p.add_argument("--quiet", action="store_true", help="less console output")
-    run = p.add_argument_group("labelling (as `python -m uvis label`)")
-    run.add_argument("--config", help="YAML/JSON config file (partial files fill in defaults)")
-    run.add_argument("--proposer", choices=["motion", "file", "cutler", "detectron2"])
-    run.add_argument("--proposals-file", help="COCO/YouTube-VIS results JSON for --proposer file")
-    run.add_argument("--cutler-weights", help="CutLER weights: registry name or local .pth path")
-    run.add_argument("--min-size", type=int, help="CutLER short side (default 800)")
-    run.add_argument("--embedder", choices=["clip", "efficientnet"])
-    run.add_argument("--clip-model", help="open_clip model name (default ViT-B-32)")
-    run.add_argument("--clip-pretrained", help="open_clip pretrained tag, local checkpoint, or 'none' (random)")
-    run.add_argument("--vocabulary", help="preset name (ytvis2019, ytvis2021, ovis) or comma-separated classes")
-    run.add_argument("--max-frames", type=int, help="process at most N frames per video")
-    run.add_argument("--stride", type=int, help="keep every N-th frame")
-    run.add_argument("--max-side", type=int, help="downscale frames so the longer side is at most N px")
-    run.add_argument("--device", help="torch device for the models (cpu, cuda, ...)")
     return p
+
+
+def label_options(rest: Sequence[str]) -> argparse.Namespace:
+    """The labelling options (``python -m uvis label``'s flags) among the arguments ``rest``."""
+    from uvis.cli import make_parser as cli_parser
+
+    return cli_parser().parse_args(["label", str(EXAMPLE), *rest])
 
 
 def _config_file_sets(path: str | None, section: str) -> bool:
@@ -64,7 +60,8 @@ def _config_file_sets(path: str | None, section: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    args, rest = make_parser().parse_known_args(argv)
+    run_args = label_options(rest)
     workspace = Path(args.workspace).expanduser().resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     # Gradio keeps uploads and served outputs in its cache folder: keep it inside the workspace.
@@ -82,13 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from uvis.workspace import Workspace, video_name_for
 
     try:
-        cfg = build_config(args)
+        cfg = build_config(run_args)
         ws = Workspace(workspace)
     except UvisError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    explicit_proposer = bool(args.proposer or args.proposals_file or _config_file_sets(args.config, "proposer"))
-    explicit_embedder = bool(args.embedder or _config_file_sets(args.config, "embedder"))
+    config_file = getattr(run_args, "config", None)
+    explicit_proposer = bool(getattr(run_args, "proposer", None) or getattr(run_args, "proposals_file", None)
+                             or _config_file_sets(config_file, "proposer"))
+    explicit_embedder = bool(getattr(run_args, "embedder", None) or _config_file_sets(config_file, "embedder"))
     proposer_cfg, proposer_choice = choose_proposer(cfg.proposer, explicit_proposer)
     existing = [r for r in ws.db.videos() if r.cache_key]
     if existing and not explicit_embedder:

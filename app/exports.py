@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from uvis.config import Config
 from uvis.decide import VideoResult
@@ -50,14 +50,12 @@ def export_fiftyone(results: dict[str, VideoResult], name: str, *, overwrite: bo
     return _export(results, name, overwrite=overwrite, media_dir=media, progress=progress)
 
 
-def open_in_fiftyone(name: str, port: int) -> str:
-    """Launch the FiftyOne App on 127.0.0.1 for dataset ``name``; returns its URL."""
+def open_in_fiftyone(name: str, port: int) -> Any:
+    """Launch (or reuse) the FiftyOne App on 127.0.0.1 for dataset ``name``; returns its
+    handle (``.url`` opens the dataset, ``.stop()`` ends a server it started)."""
     from uvis.export.fiftyone_app import launch_app
 
-    name = check_dataset_name(name)
-    out = launch_app(name, port=port, address="127.0.0.1")
-    url = getattr(out, "url", None) or (out if isinstance(out, str) and out.startswith("http") else None)
-    return url or f"http://127.0.0.1:{port}/"
+    return launch_app(check_dataset_name(name), port=port, address="127.0.0.1")
 
 
 def export_ytvis(results: dict[str, VideoResult], exports_dir: Path) -> Path:

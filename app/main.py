@@ -505,12 +505,18 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
             with ctrl._lock:  # noqa: SLF001 - decide all videos consistently with the view
                 return project.decide(config_of(vals))
 
-        def on_export_fo(name: str, ow: bool, *vals: Any) -> tuple[Any, ...]:
+        def on_export_fo(name: str, ow: bool, progress: gr.Progress = gr.Progress(), *vals: Any) -> tuple[Any, ...]:
+            def report(p: Any) -> None:
+                total = getattr(p, "total", 0) or 0
+                done = getattr(p, "done", 0) or 0
+                progress((done, total) if total else None,
+                         desc=f"{getattr(p, 'stage', 'export')} {getattr(p, 'video', '')}".strip())
+
             try:
                 results = all_results(vals)
                 kept = sum(int((r.instances.decision == Reason.KEPT).sum()) for r in results.values())
                 ds = exports.export_fiftyone(results, name, overwrite=bool(ow), exports_dir=ctrl.ws.exports_dir,
-                                             progress=None)
+                                             progress=report)
                 return (f"exported {len(results)} video(s), {kept} kept instances to FiftyOne dataset "
                         f"**{ds}** (dropped instances in a second field)"), gr.skip()
             except Exception as exc:  # noqa: BLE001
@@ -524,8 +530,10 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
 
         def on_open_fo(name: str) -> str:
             try:
-                url = exports.open_in_fiftyone(name, fiftyone_port)
-                return f"FiftyOne App: [{url}]({url}) (local only)"
+                handle = exports.open_in_fiftyone(name, fiftyone_port)
+                ctrl.keep_external(f"fiftyone:{fiftyone_port}", handle)
+                url = handle.url
+                return f"FiftyOne App: <a href='{url}' target='_blank' id='fiftyone-link'>{url}</a> (this machine only)"
             except Exception as exc:  # noqa: BLE001
                 gr.Warning(_message(exc))
                 return f"⚠️ {_message(exc)}"
@@ -589,10 +597,14 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
 
 def launch(ctrl: AppController, *, host: str = "127.0.0.1", port: int = 7860, fiftyone_port: int = 5151,
            max_upload_mb: int = handlers.DEFAULT_MAX_UPLOAD_MB, quiet: bool = False) -> None:
-    """Build and serve the app (blocking). Serves only the workspace and ``assets/``; share off."""
+    """Build and serve the app (blocking); share off.
+
+    Files served: Gradio's own cache (kept inside the workspace by ``launch.py``), the
+    workspace's ``exports/`` folder and ``assets/``; nothing else (not the database).
+    """
     demo = build_app(ctrl, fiftyone_port=fiftyone_port, max_upload_bytes=max_upload_mb * 2**20)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=False,
-                allowed_paths=[str(ctrl.ws.root), str(ASSETS_DIR)], max_file_size=f"{max_upload_mb}mb",
+                allowed_paths=[str(ctrl.ws.exports_dir), str(ASSETS_DIR)], max_file_size=f"{max_upload_mb}mb",
                 theme=gr.themes.Soft(primary_hue="indigo", neutral_hue="slate"), css=CSS, quiet=quiet,
                 footer_links=["gradio"])

@@ -24,7 +24,7 @@ import numpy as np
 
 from uvis import masks as mask_ops
 from uvis.decide import VideoResult
-from uvis.types import Reason
+from uvis.types import Instances, Reason
 
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
@@ -58,57 +58,125 @@ def colour_for(key: int) -> tuple[int, int, int]:
     return PALETTE[(key * 7) % len(PALETTE)]
 
 
+@dataclass(frozen=True)
+class MaskPiece:
+    """One instance's mask cropped to its extent: ``mask`` (h, w) bool placed at (y0, x0) of the panel."""
+
+    y0: int
+    x0: int
+    mask: np.ndarray
+
+    @property
+    def empty(self) -> bool:
+        return self.mask.size == 0 or not self.mask.any()
+
+    def contains(self, x: int, y: int) -> bool:
+        h, w = self.mask.shape
+        return 0 <= y - self.y0 < h and 0 <= x - self.x0 < w and bool(self.mask[y - self.y0, x - self.x0])
+
+
 @dataclass
-class FrameLayers:
-    """One frame prepared for drawing: upscaled image and masks, the frame's rows.
+class PreparedFrame:
+    """One frame made ready for drawing, independent of decisions (so it can be reused
+    across threshold changes).
 
     Attributes:
         image: (H', W', 3) uint8 RGB, the frame at the panel size.
-        masks: n (H', W') bool masks of the frame's instances, in frame order.
+        masks: n :class:`MaskPiece` of the frame's instances at panel pixels, in frame order.
         boxes: (n, 4) float32 xyxy at panel pixels.
-        rows: the frame's row indices into ``result.instances``.
+        rows: (n,) the frame's row indices into the video's instance table.
         scale: panel pixels per frame pixel.
     """
 
     image: np.ndarray
-    masks: list[np.ndarray]
+    masks: list[MaskPiece]
     boxes: np.ndarray
     rows: np.ndarray
     scale: float
+
+
+@dataclass
+class FrameLayers:
+    """A :class:`PreparedFrame` with the decisions to draw (``result``) and its frame index."""
+
+    prepared: PreparedFrame
     result: VideoResult
     frame: int
 
+    @property
+    def image(self) -> np.ndarray:
+        return self.prepared.image
 
-def prepare(frame: np.ndarray, result: VideoResult, t: int, rows: slice, width: int = 640) -> FrameLayers:
-    """Upscale ``frame`` (H, W, 3) to ``width`` and decode the masks of ``rows`` (frame t's rows)."""
+    @property
+    def masks(self) -> list[MaskPiece]:
+        return self.prepared.masks
+
+    @property
+    def boxes(self) -> np.ndarray:
+        return self.prepared.boxes
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.prepared.rows
+
+    @property
+    def scale(self) -> float:
+        return self.prepared.scale
+
+
+def _piece(mask: np.ndarray, scale: float, out_hw: tuple[int, int]) -> MaskPiece:
+    """Crop a (H, W) bool mask to its extent and scale it to panel pixels (nearest)."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    if not len(ys):
+        return MaskPiece(0, 0, np.zeros((0, 0), bool))
+    xs = np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    crop = mask[y0:y1, x0:x1]
+    if scale == 1.0:
+        return MaskPiece(y0, x0, crop)
+    h_out, w_out = out_hw
+    sy0, sx0 = int(round(y0 * scale)), int(round(x0 * scale))
+    sy1, sx1 = min(h_out, max(sy0 + 1, int(round(y1 * scale)))), min(w_out, max(sx0 + 1, int(round(x1 * scale))))
+    scaled = cv2.resize(crop.astype(np.uint8), (sx1 - sx0, sy1 - sy0), interpolation=cv2.INTER_NEAREST)
+    return MaskPiece(sy0, sx0, scaled.astype(bool))
+
+
+def prepare(frame: np.ndarray, instances: Instances, rows: slice, width: int = 640) -> PreparedFrame:
+    """Upscale ``frame`` (H, W, 3) to ``width`` px and decode the masks of ``rows`` (one frame's rows
+    of ``instances``, whose boxes and masks are in ``frame``'s pixels)."""
     h, w = frame.shape[:2]
     scale = max(1.0, width / float(w))
     size = (int(round(w * scale)), int(round(h * scale)))
     image = frame if scale == 1.0 else cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
     idx = np.arange(rows.start, rows.stop)
-    inst = result.instances
     masks = []
     for r in idx:
-        m = mask_ops.decode(inst.masks[r]).astype(np.uint8)
+        m = mask_ops.decode(instances.masks[r])
         if m.shape != (h, w):  # mask size differs from the displayed frame: fit it
-            m = cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST)
-        if scale != 1.0:
-            m = cv2.resize(m, size, interpolation=cv2.INTER_NEAREST)
-        masks.append(m.astype(bool))
-    boxes = inst.boxes[idx].astype(np.float32) * scale if len(idx) else np.zeros((0, 4), np.float32)
-    return FrameLayers(np.ascontiguousarray(image), masks, boxes, idx, scale, result, t)
+            m = cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        masks.append(_piece(m, scale, (size[1], size[0])))
+    boxes = instances.boxes[idx].astype(np.float32) * scale if len(idx) else np.zeros((0, 4), np.float32)
+    return PreparedFrame(np.ascontiguousarray(image), masks, boxes, idx, scale)
 
 
 # ----------------------------------------------------------------------------- primitives
-def _fill(canvas: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], alpha: float) -> None:
-    if alpha <= 0 or not mask.any():
+def _fill(canvas: np.ndarray, piece: MaskPiece, colour: tuple[int, int, int], alpha: float) -> None:
+    if alpha <= 0 or piece.empty:
         return
-    sel = canvas[mask].astype(np.float32)
-    canvas[mask] = (sel * (1 - alpha) + np.asarray(colour, np.float32) * alpha).astype(np.uint8)
+    h, w = piece.mask.shape
+    region = canvas[piece.y0:piece.y0 + h, piece.x0:piece.x0 + w]
+    m = piece.mask[:region.shape[0], :region.shape[1]]
+    tint = np.empty_like(region)
+    tint[:] = colour
+    blended = cv2.addWeighted(region, 1.0 - alpha, tint, alpha, 0.0)
+    np.copyto(region, blended, where=m[..., None])
 
 
-def _outline(canvas: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], thickness: int) -> None:
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+def _outline(canvas: np.ndarray, piece: MaskPiece, colour: tuple[int, int, int], thickness: int) -> None:
+    if piece.empty:
+        return
+    contours, _ = cv2.findContours(piece.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                   offset=(piece.x0, piece.y0))
     cv2.drawContours(canvas, contours, -1, colour, thickness, cv2.LINE_AA)
 
 
@@ -146,18 +214,25 @@ def _tag(canvas: np.ndarray, box: np.ndarray, text: str, colour: tuple[int, int,
     cv2.putText(canvas, text, (x + 2, y + th + 1), FONT, scale, _text_colour(colour), 1, cv2.LINE_AA)
 
 
+def _shade(canvas: np.ndarray, x0: int, y0: int, x1: int, y1: int, colour: tuple[int, int, int],
+           opacity: float) -> None:
+    """Blend a filled rectangle into ``canvas`` (in place, only that region)."""
+    h, w = canvas.shape[:2]
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 <= x0 or y1 <= y0:
+        return
+    region = canvas[y0:y1, x0:x1]
+    tint = np.empty_like(region)
+    tint[:] = colour
+    cv2.addWeighted(tint, opacity, region, 1.0 - opacity, 0.0, dst=region)
+
+
 def _caption(canvas: np.ndarray, text: str) -> None:
     """A dark caption bar at the bottom-left (frame-level facts)."""
     (tw, th), base = cv2.getTextSize(text, FONT, 0.5, 1)
     h = canvas.shape[0]
-    overlay = canvas.copy()
-    cv2.rectangle(overlay, (0, h - th - base - 8), (tw + 10, h), (20, 20, 20), -1)
-    cv2.addWeighted(overlay, 0.7, canvas, 0.3, 0, dst=canvas)
+    _shade(canvas, 0, h - th - base - 8, tw + 10, h, (20, 20, 20), 0.7)
     cv2.putText(canvas, text, (5, h - base - 4), FONT, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-
-
-def _dim(image: np.ndarray, amount: float = 0.35) -> np.ndarray:
-    return (image.astype(np.float32) * (1 - amount)).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- panels
@@ -237,9 +312,7 @@ def _top5_inset(canvas: np.ndarray, res: VideoResult, row: int, index: int) -> N
     box_w, line_h = min(w - 10, 300), 18
     box_h = 26 + line_h * max(1, len(lines)) + 20
     x0, y0 = w - box_w - 5, 5
-    overlay = canvas.copy()
-    cv2.rectangle(overlay, (x0, y0), (x0 + box_w, y0 + box_h), (25, 25, 35), -1)
-    cv2.addWeighted(overlay, 0.82, canvas, 0.18, 0, dst=canvas)
+    _shade(canvas, x0, y0, x0 + box_w, y0 + box_h, (25, 25, 35), 0.82)
     cv2.putText(canvas, f"instance {index}: top-{len(lines)} classes", (x0 + 6, y0 + 17), FONT, 0.48,
                 SELECT_COLOUR, 1, cv2.LINE_AA)
     bar_x, bar_w = x0 + 120, box_w - 170
@@ -295,13 +368,12 @@ def tracks_panel(layers: FrameLayers, selected: int | None = None) -> np.ndarray
     return canvas
 
 
-def render_panels(frame: np.ndarray, result: VideoResult, t: int, rows: slice, selected: int | None = None,
-                  width: int = 640) -> tuple[list[np.ndarray], float]:
-    """The four panels of frame ``t`` and the panel scale (panel px per frame px)."""
-    layers = prepare(frame, result, t, rows, width)
-    panels = [proposals_panel(layers, selected), scores_panel(layers, selected),
-              decisions_panel(layers, selected), tracks_panel(layers, selected)]
-    return panels, layers.scale
+def render_panels(prepared: PreparedFrame, result: VideoResult, t: int,
+                  selected: int | None = None) -> list[np.ndarray]:
+    """The four panels (a)-(d) of frame ``t`` under the decisions ``result``."""
+    layers = FrameLayers(prepared, result, t)
+    return [proposals_panel(layers, selected), scores_panel(layers, selected),
+            decisions_panel(layers, selected), tracks_panel(layers, selected)]
 
 
 def placeholder(width: int, height: int, text: str) -> np.ndarray:

@@ -72,8 +72,9 @@ def frame_view(ctrl: AppController, state: ViewState, config: Config) -> FrameVi
     selected = state.selected
     if selected is not None and not 0 <= selected < rows.stop - rows.start:
         selected = None
-    image = ctrl.frame_image(video, t)
-    panels, scale = render.render_panels(image, res, t, rows, selected, PANEL_WIDTH)
+    prepared = ctrl.prepared_frame(video, t, PANEL_WIDTH)
+    panels = render.render_panels(prepared, res, t, selected)
+    scale = prepared.scale
     state = replace(state, video=video, frame=t, selected=selected, generation=ctrl.generation, scale=scale)
     card = ""
     if selected is not None:

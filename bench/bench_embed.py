@@ -2,8 +2,9 @@
 
 For N boxes (default 64) on one 1280×720 frame it times, per embedder:
 
-- batched: ``embed_crops(frame, boxes, masks)`` with ``batch_size = N`` (all crops
-  cropped, preprocessed and encoded in one forward pass);
+- batched: ``embed_crops(frame, boxes, masks)`` with ``batch_size = N`` (CLIP: all crops
+  cropped, preprocessed and encoded in one forward pass; EfficientNet on a CPU caps
+  forward passes at 8 crops, its fastest batch there);
 - loop: ``embed_crops(frame, boxes[i:i+1], masks[i:i+1])`` for every box (crop +
   preprocess + forward per crop: what a naive per-instance implementation does),
 
@@ -76,9 +77,10 @@ def bench(name: str, embedder, frame: np.ndarray, boxes: np.ndarray, masks: list
         repeats,
     )
     diff = float(np.abs(batched - looped).max())
+    name = f"{name} [batch {getattr(embedder, 'forward_batch', embedder.batch_size)}]"
     ratio = loop_s / batched_s
     print(
-        f"{name:<34} batched {batched_s:7.3f} s ({1000 * batched_s / n:6.1f} ms/crop)   "
+        f"{name:<45} batched {batched_s:7.3f} s ({1000 * batched_s / n:6.1f} ms/crop)   "
         f"loop {loop_s:7.3f} s ({1000 * loop_s / n:6.1f} ms/crop)   ratio {ratio:5.1f}x   "
         f"max |diff| {diff:.1e}   {'OK' if ratio >= 5 else 'below 5x target'}"
     )

@@ -12,6 +12,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 RLE = dict[str, Any]
+AREA_CHUNK = 255  # see area()
 
 
 def encode(mask: np.ndarray) -> RLE:
@@ -60,7 +61,11 @@ def area(rles: Sequence[RLE]) -> np.ndarray:
     """Pixel areas, (N,) int64."""
     if len(rles) == 0:
         return np.zeros(0, dtype=np.int64)
-    return np.asarray(mask_utils.area([_to_coco(r) for r in rles]), dtype=np.int64)
+    coco = [_to_coco(r) for r in rles]
+    # pycocotools' area() fails for more than 255 RLEs at once under numpy 2 (it sizes its
+    # output with a uint8 array): call it in chunks.
+    return np.concatenate([np.asarray(mask_utils.area(coco[i:i + AREA_CHUNK]), dtype=np.int64)
+                           for i in range(0, len(coco), AREA_CHUNK)])
 
 
 def to_bbox(rles: Sequence[RLE]) -> np.ndarray:

@@ -35,6 +35,9 @@ READ_TIMEOUT_S = 60.0
 MAX_RESUMES = 5
 """Resumes of one download after interruptions that made progress."""
 CHUNK_BYTES = 1 << 20
+"""Read size when hashing."""
+DOWNLOAD_CHUNK_BYTES = 1 << 16
+"""Write size when downloading; an interruption loses at most one partial chunk."""
 HASHES_FILE = "sha256.json"
 OFFLINE_ENV = "UVIS_OFFLINE"
 CACHE_ENV = "UVIS_CACHE"
@@ -225,7 +228,7 @@ def _transfer(entry: WeightsEntry, part: Path, progress: bool) -> bool:
     Raises requests exceptions on network trouble; the caller decides about resuming.
     """
     import requests
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     start = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={start}-"} if start else {}
@@ -245,7 +248,7 @@ def _transfer(entry: WeightsEntry, part: Path, progress: bool) -> bool:
             total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
             desc=entry.filename, disable=not progress, leave=False,
         ) as bar:
-            for block in r.iter_content(CHUNK_BYTES):
+            for block in r.iter_content(DOWNLOAD_CHUNK_BYTES):
                 f.write(block)
                 bar.update(len(block))
             f.flush()
@@ -254,6 +257,50 @@ def _transfer(entry: WeightsEntry, part: Path, progress: bool) -> bool:
     if total is not None and size < total:
         raise ConnectionError(f"transfer ended at {size} of {total} bytes")
     return True
+
+
+def _tcp_target(url: str) -> tuple[str, int] | None:
+    """(host, port) a request to ``url`` first connects to: the proxy requests would use, or the host."""
+    from urllib.parse import urlsplit
+
+    import requests
+
+    proxies = requests.utils.get_environ_proxies(url)
+    proxy = requests.utils.select_proxy(url, proxies)
+    parts = urlsplit(proxy if proxy and "://" in proxy else f"http://{proxy}" if proxy else url)
+    if not parts.hostname:
+        return None
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _check_reachable(entry: WeightsEntry) -> None:
+    """Fail within ``CONNECT_TIMEOUT_S`` when the URL's host (or proxy) cannot be reached.
+
+    Name lookup and TCP connect run in a daemon thread under one deadline: ``requests``'
+    connect timeout does not cover the lookup, which a dead DNS server can stall for long.
+    """
+    import socket
+    import threading
+
+    target = _tcp_target(entry.url)
+    if target is None:
+        raise _missing(entry, f"the URL {entry.url!r} has no host")
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection(target, timeout=CONNECT_TIMEOUT_S):
+                outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=attempt, name="uvis-weights-connect", daemon=True)
+    worker.start()
+    worker.join(CONNECT_TIMEOUT_S)
+    if not outcome:
+        raise _missing(entry, f"{target[0]}:{target[1]} did not answer within {CONNECT_TIMEOUT_S:g} s (no network?)")
+    if outcome[0] is not None:
+        raise _missing(entry, f"cannot connect to {target[0]}:{target[1]} ({outcome[0]})")
 
 
 def download(entry: WeightsEntry, *, progress: bool = True) -> Path:
@@ -266,6 +313,7 @@ def download(entry: WeightsEntry, *, progress: bool = True) -> Path:
     """
     import requests
 
+    _check_reachable(entry)
     dest = cached_path(entry)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")

@@ -114,7 +114,7 @@ def _missing_message(model_name: str, tag: str, cfg: dict[str, Any], cache_dir: 
         model_hint = f"{model_name}-quickgelu"
     return (
         f"CLIP weights for open_clip model '{model_name}' pretrained '{tag}' are missing: "
-        f"{' / '.join(wanted)} is not in the cache ({cache_dir}, the default Hugging Face cache "
+        f"{' / '.join(wanted)} is not cached ({cache_dir}, the default Hugging Face cache "
         f"or ~/.cache/clip) and downloads are off because {reason}. To get them: run once with "
         f"network access (they are downloaded into {cache_dir}), or download the file yourself "
         f"and pass its path: --clip-model {model_hint} --clip-pretrained /path/to/file "
@@ -122,7 +122,9 @@ def _missing_message(model_name: str, tag: str, cfg: dict[str, Any], cache_dir: 
     )
 
 
-def resolve_clip_weights(model_name: str, pretrained: str, *, seed: int = 0, cache_dir: Path | None = None) -> ClipWeights:
+def resolve_clip_weights(
+    model_name: str, pretrained: str, *, seed: int = 0, cache_dir: Path | None = None
+) -> ClipWeights:
     """Find (or download) the weights named by ``pretrained`` for an open_clip model.
 
     Raises:

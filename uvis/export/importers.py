@@ -627,6 +627,10 @@ def import_ytvis_into_workspace(workspace: Any, json_path: str | Path, frames_di
 
 
 # ============================================================================ FiftyOne
+_FO_ATTRS = ("label", "bounding_box", "mask", "confidence", "index", "objectness", "best_prompt",
+             "pmf_similarity", "similarity", "reason", "curated", "instance_label", "proposal_index", "box_xyxy")
+
+
 def import_fiftyone_dataset(dataset_name: str) -> dict[str, ImportedVideo]:
     """Read a dataset written by :func:`uvis.export.fiftyone_export.export_fiftyone`.
 
@@ -634,6 +638,7 @@ def import_fiftyone_dataset(dataset_name: str) -> dict[str, ImportedVideo]:
     decision table: each cropped mask is pasted into its box's pixel region of a
     full frame and RLE-encoded (bit-identical to the exported mask), boxes, track ids
     (``index``), labels, scores, prompts, decisions and curated flags are restored.
+    Values are read column by column with ``values()`` (no per-label objects).
 
     Raises:
         BadInputError: no such dataset, or a dataset/sample not written by UVIS Studio.
@@ -646,10 +651,22 @@ def import_fiftyone_dataset(dataset_name: str) -> dict[str, ImportedVideo]:
     if not fo.dataset_exists(dataset_name):
         raise BadInputError(f"FiftyOne dataset '{dataset_name}' does not exist")
     ds = fo.load_dataset(dataset_name)
+    if ds.media_type != "video" or not ds.has_sample_field(SAMPLE_FIELD):
+        raise BadInputError(f"FiftyOne dataset '{dataset_name}' was not exported by UVIS Studio "
+                            f"(no video samples with a '{SAMPLE_FIELD}' field)")
+    schema = ds.get_frame_field_schema(flat=True)
+    exts = ds.values(SAMPLE_FIELD)
+    paths = ds.values("filepath")
+    frame_numbers = ds.values("frames.frame_number")
+    columns: dict[str, dict[str, list]] = {}
+    for fld in (KEPT_FIELD, DROPPED_FIELD):
+        columns[fld] = {}
+        for attr in _FO_ATTRS:
+            path = f"{fld}.detections.{attr}"
+            columns[fld][attr] = ds.values(f"frames.{path}") if path in schema else None
     out: dict[str, ImportedVideo] = {}
-    for sample in ds.iter_samples(autosave=False):
-        where = f"dataset '{dataset_name}', sample {sample.filepath}"
-        ext = sample[SAMPLE_FIELD] if ds.has_sample_field(SAMPLE_FIELD) else None
+    for s, ext in enumerate(exts):
+        where = f"dataset '{dataset_name}', sample {paths[s]}"
         if not isinstance(ext, dict) or "info" not in ext:
             raise BadInputError(f"{where}: no '{SAMPLE_FIELD}' field; this sample was not exported by UVIS Studio")
         info = VideoInfo.from_dict(ext["info"])
@@ -659,28 +676,35 @@ def import_fiftyone_dataset(dataset_name: str) -> dict[str, ImportedVideo]:
         label_index = {c: i for i, c in enumerate(vocab)}
         prompt_index = {p: i for i, p in enumerate(prompts)}
         b = _TableBuilder(info.height, info.width)
-        for fn, frame in sample.frames.items():
-            for fld in (KEPT_FIELD, DROPPED_FIELD):
-                dets = frame[fld] if frame.has_field(fld) else None
-                if dets is None:
-                    continue
-                for k, d in enumerate(dets.detections):
-                    b.add(*_from_detection(d, fn - 1, info, mw, mh, label_index, prompt_index,
-                                           f"{where}, frame {fn}, {fld}[{k}]"))
+        for fld in (KEPT_FIELD, DROPPED_FIELD):
+            cols = columns[fld]
+            boxes = cols["bounding_box"]
+            if boxes is None:
+                continue
+            for f, fn in enumerate(frame_numbers[s]):
+                dets = boxes[s][f]
+                for k in range(len(dets or [])):
+                    def get(attr: str, s=s, f=f, k=k, cols=cols) -> Any:
+                        c = cols[attr]
+                        return None if c is None or c[s][f] is None else c[s][f][k]
+
+                    b.add(*_from_columns(get, fn - 1, info, mw, mh, label_index, prompt_index,
+                                         f"{where}, frame {fn}, {fld}[{k}]"))
         inst, user, pidx = b.build()
         cfg = ds.info.get("uvis_configs", {}).get(ext.get("config_sha", ""), ds.info.get("uvis_config"))
         out[info.name] = ImportedVideo(info.name, info, inst, vocab, prompts, user, pidx, cfg)
     return out
 
 
-def _from_detection(d: Any, t: int, info: VideoInfo, mw: int, mh: int, label_index: dict[str, int],
-                    prompt_index: dict[str, int], where: str) -> tuple[list[RLE], dict[str, np.ndarray]]:
-    bx, by, bw, bh = (float(v) for v in d.bounding_box)
+def _from_columns(get: Any, t: int, info: VideoInfo, mw: int, mh: int, label_index: dict[str, int],
+                  prompt_index: dict[str, int], where: str) -> tuple[list[RLE], dict[str, np.ndarray]]:
+    bx, by, bw, bh = (float(v) for v in get("bounding_box"))
     x0, y0 = int(round(bx * mw)), int(round(by * mh))
     x1, y1 = x0 + int(round(bw * mw)), y0 + int(round(bh * mh))
     full = np.zeros((info.height, info.width), dtype=np.uint8)
-    if d.mask is not None:
-        crop = np.asarray(d.mask).astype(bool)
+    mask = get("mask")
+    if mask is not None:
+        crop = np.asarray(mask).astype(bool)
         if crop.shape != (y1 - y0, x1 - x0) or x0 < 0 or y0 < 0 or x1 > info.width or y1 > info.height:
             raise BadInputError(f"{where}: mask of shape {crop.shape} does not fit its box region "
                                 f"x {x0}..{x1}, y {y0}..{y1} of the {info.width}x{info.height} frame")
@@ -688,30 +712,31 @@ def _from_detection(d: Any, t: int, info: VideoInfo, mw: int, mh: int, label_ind
     rle = mask_ops.encode(full)
 
     def num(key: str) -> float:
-        v = d.get_field(key) if d.has_field(key) else None
+        v = get(key)
         return np.nan if v is None else float(v)
 
-    inst_label = d.get_field("instance_label") if d.has_field("instance_label") else d.label
-    prompt = d.get_field("best_prompt") if d.has_field("best_prompt") else None
-    box = d.get_field("box_xyxy") if d.has_field("box_xyxy") else [x0, y0, x1, y1]
-    reason = d.get_field("reason") if d.has_field("reason") else "kept"
+    inst_label = get("instance_label") or get("label")
+    prompt = get("best_prompt")
+    box = get("box_xyxy") or [x0, y0, x1, y1]
+    reason = get("reason") or "kept"
     try:
         decision = Reason.from_key(str(reason))
     except KeyError as exc:
         raise BadInputError(f"{where}: unknown reason {reason!r}") from exc
+    index, pidx = get("index"), get("proposal_index")
     cols = {
         "frame": np.array([t], np.int32),
-        "proposal_index": np.array([int(d.get_field("proposal_index")) if d.has_field("proposal_index") else -1]),
-        "track_id": np.array([-1 if d.index is None else int(d.index)], np.int32),
+        "proposal_index": np.array([-1 if pidx is None else int(pidx)], np.int32),
+        "track_id": np.array([-1 if index is None else int(index)], np.int32),
         "label": np.array([label_index.get(inst_label, -1) if inst_label is not None else -1], np.int32),
         "objectness": np.array([num("objectness")], np.float32),
-        "clip_score": np.array([np.nan if d.confidence is None else float(d.confidence)], np.float32),
+        "clip_score": np.array([num("confidence")], np.float32),
         "best_prompt": np.array([prompt_index.get(prompt, -1) if prompt is not None else -1], np.int32),
         "decision": np.array([decision], np.int8),
         "similarity": np.array([num("similarity")], np.float32),
         "pmf_similarity": np.array([num("pmf_similarity")], np.float32),
         "box": np.asarray(box, np.float32).reshape(1, 4),
-        "curated": np.array([bool(d.get_field("curated")) if d.has_field("curated") else False]),
+        "curated": np.array([bool(get("curated"))]),
     }
     return [rle], cols
 

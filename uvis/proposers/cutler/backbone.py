@@ -55,7 +55,9 @@ class ResNet50(nn.Module):
         in_ch, mid, out = 64, 64, 256
         for index, count in enumerate(RESNET50_BLOCKS):
             first_stride = 1 if index == 0 else 2
-            blocks = [Bottleneck(in_ch if b == 0 else out, mid, out, first_stride if b == 0 else 1) for b in range(count)]
+            blocks = [
+                Bottleneck(in_ch if b == 0 else out, mid, out, first_stride if b == 0 else 1) for b in range(count)
+            ]
             stages.append(nn.Sequential(*blocks))
             in_ch, mid, out = out, mid * 2, out * 2
         self.stages = nn.ModuleList(stages)

@@ -29,8 +29,10 @@ NORM = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 KEY_RULES: tuple[tuple[str, str], ...] = (
     (r"backbone\.bottom_up\.stem\.conv1\.weight", r"backbone.body.stem.conv.weight"),
     (rf"backbone\.bottom_up\.stem\.conv1\.norm\.{NORM}", r"backbone.body.stem.bn.\1"),
-    (r"backbone\.bottom_up\.res([2-5])\.(\d+)\.(conv[123]|shortcut)\.weight", r"backbone.body.stages.<\1>.\2.\3.conv.weight"),
-    (rf"backbone\.bottom_up\.res([2-5])\.(\d+)\.(conv[123]|shortcut)\.norm\.{NORM}", r"backbone.body.stages.<\1>.\2.\3.bn.\4"),
+    (r"backbone\.bottom_up\.res([2-5])\.(\d+)\.(conv[123]|shortcut)\.weight",
+     r"backbone.body.stages.<\1>.\2.\3.conv.weight"),
+    (rf"backbone\.bottom_up\.res([2-5])\.(\d+)\.(conv[123]|shortcut)\.norm\.{NORM}",
+     r"backbone.body.stages.<\1>.\2.\3.bn.\4"),
     (r"backbone\.fpn_(lateral|output)([2-5])\.weight", r"backbone.fpn.\1.<\2>.conv.weight"),
     (rf"backbone\.fpn_(lateral|output)([2-5])\.norm\.{NORM}", r"backbone.fpn.\1.<\2>.bn.\3"),
     (r"proposal_generator\.rpn_head\.conv\.(weight|bias)", r"rpn.conv.\1"),
@@ -98,7 +100,9 @@ def detectron2_key(port_key: str, num_stages: int) -> str:
         r"^roi_heads\.box_heads\.(\d+)\.(cls_score|bbox_pred)\.",
         lambda m: f"roi_heads.box_predictor.{stage(m)}{m.group(2)}.", k,
     )
-    k = re.sub(r"^roi_heads\.mask_head\.convs\.(\d)\.", lambda m: f"roi_heads.mask_head.mask_fcn{int(m.group(1)) + 1}.", k)
+    k = re.sub(
+        r"^roi_heads\.mask_head\.convs\.(\d)\.", lambda m: f"roi_heads.mask_head.mask_fcn{int(m.group(1)) + 1}.", k
+    )
     return k
 
 
@@ -112,7 +116,9 @@ def unwrap_checkpoint(obj: Any) -> dict[str, Any]:
                 return dict(inner)
         if all(isinstance(k, str) for k in obj):
             return dict(obj)
-    raise CheckpointError(f"not a CutLER checkpoint: expected a state dict (or {{'model': state_dict}}), got {type(obj).__name__}")
+    raise CheckpointError(
+        f"not a CutLER checkpoint: expected a state dict (or {{'model': state_dict}}), got {type(obj).__name__}"
+    )
 
 
 def num_stages_of(state_dict: Mapping[str, Any]) -> int:

@@ -58,7 +58,9 @@ class ConvBN(nn.Module):
 # --------------------------------------------------------------------------- boxes
 
 
-def decode_boxes(deltas: torch.Tensor, boxes: torch.Tensor, weights: tuple[float, ...], scale_clamp: float) -> torch.Tensor:
+def decode_boxes(
+    deltas: torch.Tensor, boxes: torch.Tensor, weights: tuple[float, ...], scale_clamp: float
+) -> torch.Tensor:
     """detectron2 ``Box2BoxTransform.apply_deltas`` for one box per row.
 
     Args:

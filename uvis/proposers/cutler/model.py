@@ -19,7 +19,7 @@ from uvis.proposers.cutler.backbone import Backbone
 from uvis.proposers.cutler.config import CutlerConfig
 from uvis.proposers.cutler.layers import ConvBN
 from uvis.proposers.cutler.postprocess import detections_to_instances, resize_shortest_edge
-from uvis.proposers.cutler.roi_heads import ROIHeads
+from uvis.proposers.cutler.roi_heads import ROIHeads, roi_align_threads
 from uvis.proposers.cutler.rpn import RPN
 from uvis.types import Instances
 
@@ -140,8 +140,9 @@ class CutlerNet(nn.Module):
         feats = self.features(batch)
         proposals = self.rpn(feats, sizes)
         pooled = [f.contiguous() for f in feats[:4]]  # ROIAlign reads NCHW
-        dets = self.roi_heads.detect(pooled, [p.boxes for p in proposals], sizes, score_threshold)
-        masks = self.roi_heads.predict_masks(pooled, [d.boxes for d in dets])
+        with roi_align_threads(self.device) as executor:
+            dets = self.roi_heads.detect(pooled, [p.boxes for p in proposals], sizes, score_threshold, executor)
+            masks = self.roi_heads.predict_masks(pooled, [d.boxes for d in dets], executor)
         return [
             RawDetections(
                 image_size=hw, proposal_boxes=p.boxes, proposal_logits=p.logits,

@@ -79,7 +79,9 @@ def _paste_one(probs: torch.Tensor, box: torch.Tensor, out_hw: tuple[int, int]) 
     return region, y0_int, x0_int
 
 
-def paste_masks(mask_probs: torch.Tensor, boxes: torch.Tensor, out_hw: tuple[int, int], threshold: float = 0.5) -> list[RLE]:
+def paste_masks(
+    mask_probs: torch.Tensor, boxes: torch.Tensor, out_hw: tuple[int, int], threshold: float = 0.5
+) -> list[RLE]:
     """Binary masks on the output canvas as RLEs (detectron2 ``paste_masks_in_image``).
 
     Args:

@@ -47,7 +47,9 @@ class CutlerProposer:
         device: str = "cpu", batch_size: int = 1, nms_threshold: float = 0.5, max_per_frame: int = 100,
     ):
         if not 32 <= int(min_size) <= 4096 or int(max_size) < int(min_size):
-            raise BadInputError(f"CutLER min_size must be in 32..4096 and max_size >= min_size, got {min_size}/{max_size}")
+            raise BadInputError(
+                f"CutLER min_size must be in 32..4096 and max_size >= min_size, got {min_size}/{max_size}"
+            )
         if not 0.0 <= float(score_threshold) < 1.0:
             raise BadInputError(f"CutLER score_threshold must be in [0, 1), got {score_threshold}")
         if int(batch_size) < 1:

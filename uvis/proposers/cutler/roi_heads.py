@@ -15,7 +15,9 @@ Inference semantics follow detectron2's ``CascadeROIHeads`` / CutLER's
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +30,21 @@ from uvis.proposers.cutler.layers import clip_boxes, decode_boxes
 
 POOLER_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
 """Strides of the pooled levels p2..p5."""
+
+
+@contextmanager
+def roi_align_threads(device: torch.device) -> Iterator[Executor | None]:
+    """A thread pool (one thread per torch thread) for :func:`pool` on CPU, else None.
+
+    torchvision's CPU ROIAlign runs on one core and releases the GIL, so pooling the
+    ROIs of a level in chunks on several threads uses all cores.
+    """
+    threads = torch.get_num_threads()
+    if threads < 2 or device.type != "cpu":
+        yield None
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="uvis-roialign") as executor:
+        yield executor
 
 
 def boxes_to_rois(boxes: list[torch.Tensor]) -> torch.Tensor:
@@ -77,7 +94,8 @@ def pool(
 
     def run(job: tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]) -> torch.Tensor:
         feat, level_rois, scale, _ = job
-        return roi_align(feat, level_rois, resolution, spatial_scale=scale, sampling_ratio=0, aligned=True)
+        with torch.inference_mode():  # grad mode is per thread
+            return roi_align(feat, level_rois, resolution, spatial_scale=scale, sampling_ratio=0, aligned=True)
 
     results = list(executor.map(run, jobs)) if executor is not None and len(jobs) > 1 else [run(j) for j in jobs]
     # every ROI has exactly one level, so the output is fully written
@@ -146,25 +164,10 @@ class ROIHeads(nn.Module):
         self.config = config
         self.box_heads = nn.ModuleList(BoxHead() for _ in range(config.num_stages))
         self.mask_head = MaskHead()
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_threads = 0
-
-    def executor(self) -> Executor | None:
-        """Threads for ROIAlign on CPU (one per torch thread, made on first use); None on
-        GPU or with one torch thread."""
-        threads = torch.get_num_threads()
-        if threads < 2 or self.mask_head.predictor.weight.device.type != "cpu":
-            return None
-        if self._executor is None or self._executor_threads != threads:
-            if self._executor is not None:
-                self._executor.shutdown(wait=False)
-            self._executor = ThreadPoolExecutor(threads, thread_name_prefix="uvis-roialign")
-            self._executor_threads = threads
-        return self._executor
 
     def detect(
         self, features: list[torch.Tensor], proposals: list[torch.Tensor], image_sizes: list[tuple[int, int]],
-        score_threshold: float,
+        score_threshold: float, executor: Executor | None = None,
     ) -> list[BoxDetections]:
         """Box detections per image from the proposal boxes.
 
@@ -173,6 +176,7 @@ class ROIHeads(nn.Module):
             proposals: per image (Ri, 4) proposal boxes.
             image_sizes: per image unpadded (h, w).
             score_threshold: keep detections with score > this (before NMS).
+            executor: threads for ROIAlign (see :func:`roi_align_threads`).
         """
         cfg = self.config
         counts = [p.shape[0] for p in proposals]
@@ -182,7 +186,7 @@ class ROIHeads(nn.Module):
             if stage > 0:
                 boxes = [clip_boxes(b, hw) for b, hw in zip(boxes, image_sizes)]
             rois = boxes_to_rois(boxes)
-            logits, deltas = head(pool(features, rois, cfg.box_pooler_resolution, cfg, self.executor()))
+            logits, deltas = head(pool(features, rois, cfg.box_pooler_resolution, cfg, executor))
             probs = F.softmax(logits, dim=-1)
             probs_sum = probs if probs_sum is None else probs_sum + probs
             decoded = decode_boxes(deltas, rois[:, 1:], cfg.bbox_reg_weights[stage], cfg.scale_clamp)
@@ -208,10 +212,13 @@ class ROIHeads(nn.Module):
         keep = nms(boxes, fg, cfg.test_nms_thresh)[: cfg.detections_per_image]
         return BoxDetections(boxes=boxes[keep], scores=fg[keep])
 
-    def predict_masks(self, features: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
+    def predict_masks(
+        self, features: list[torch.Tensor], boxes: list[torch.Tensor], executor: Executor | None = None
+    ) -> list[torch.Tensor]:
         """Mask probabilities per image, each (Ni, 1, 28, 28) float32 in [0, 1]."""
         counts = [b.shape[0] for b in boxes]
+        side = 2 * self.config.mask_pooler_resolution
         if sum(counts) == 0:
-            return [b.new_zeros((0, 1, 2 * self.config.mask_pooler_resolution, 2 * self.config.mask_pooler_resolution)) for b in boxes]
-        feats = pool(features, boxes_to_rois(boxes), self.config.mask_pooler_resolution, self.config, self.executor())
+            return [b.new_zeros((0, 1, side, side)) for b in boxes]
+        feats = pool(features, boxes_to_rois(boxes), self.config.mask_pooler_resolution, self.config, executor)
         return list(self.mask_head(feats).sigmoid().split(counts))
