@@ -30,7 +30,7 @@ demo: install
 
 test: install system-deps
 	GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 FIFTYONE_DO_NOT_TRACK=true \
-	FIFTYONE_DATABASE_VALIDATION=false UVIS_OFFLINE=1 $(PY) -m pytest -q
+	FIFTYONE_DATABASE_VALIDATION=false UVIS_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 bench: install
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

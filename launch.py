@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -123,11 +124,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{c.stage}: {c.live} — {c.reason}" + (f" (enable {c.preferred}: {c.enable_cmd})"
                                                          if c.degraded and c.enable_cmd else ""), file=sys.stderr)
         print(f"workspace: {ws.root}", file=sys.stderr)
+    # SIGTERM ends the server like Ctrl-C: external services (FiftyOne App) are stopped; a
+    # running labelling job is left as is, so the next start resumes it at its first missing frame
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         launch(ctrl, host=args.host, port=args.port, fiftyone_port=args.fiftyone_port,
                max_upload_mb=args.max_upload_mb, quiet=args.quiet)
+    except KeyboardInterrupt:
+        pass
     finally:
-        ctrl.close()
+        ctrl.close(cancel_jobs=False)
         ws.close()
     return 0
 

@@ -167,7 +167,7 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
                         jobs_tbl = gr.Dataframe(headers=["job", "video", "state", "frames", "message"],
                                                 interactive=False, elem_id="jobs-table")
                         with gr.Row(equal_height=False):
-                            job_id = gr.Number(label="job id", precision=0, scale=1)
+                            job_id = gr.Number(label="job id (empty: the running job)", precision=0, scale=1)
                             cancel_btn = gr.Button("cancel job", size="sm", scale=1, elem_id="cancel-job")
                     with gr.Tab("Export", id="export"):
                         ds_name = gr.Textbox(f"uvis-{ctrl.ws.root.name}", label="FiftyOne dataset name",
@@ -472,8 +472,13 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
         path_tb.submit(on_add_path, [path_tb], [jobs_msg, jobs_tbl])
 
         def on_cancel(jid: float | None) -> tuple[Any, ...]:
-            if ctrl.jobs is None or jid is None:
-                return "enter a job id", jobs_rows()
+            if ctrl.jobs is None:
+                return "no job queue", jobs_rows()
+            if not jid:  # no id given: the running (or next) job
+                active = ctrl.jobs.active()
+                if not active:
+                    return "no job is running", jobs_rows()
+                jid = active[0].id
             ok = ctrl.jobs.cancel(int(jid))
             return (f"cancelling job {int(jid)}…" if ok else f"job {int(jid)} is not running"), jobs_rows()
 

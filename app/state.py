@@ -528,14 +528,17 @@ class AppController:
         if old is not None and old is not handle and getattr(old, "owned", False) and not getattr(handle, "owned", True):
             self._external[key] = old  # the new handle reuses the server the old one owns
 
-    def close(self) -> None:
+    def close(self, cancel_jobs: bool = True) -> None:
+        """Stop external services and (with ``cancel_jobs``) the job worker. At process exit
+        jobs are not cancelled: a job cut off mid-way stays ``running`` in the database
+        and resumes at its first missing frame on the next start."""
         for handle in list(self._external.values()):
             try:
                 handle.stop()
             except Exception:  # noqa: BLE001 - best effort at shutdown
                 pass
         self._external.clear()
-        if self.jobs is not None:
+        if self.jobs is not None and cancel_jobs:
             self.jobs.stop()
         with self._lock:
             for src in self._frames.values():

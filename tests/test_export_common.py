@@ -223,3 +223,25 @@ def test_processed_frames_are_reproduced_and_changes_detected(tmp_path):
     video.unlink()
     with pytest.raises(BadInputError, match="no longer exists"):
         list(iter_processed_frames(info))
+
+
+def test_mask_areas_of_more_than_255_masks():
+    # regression: pycocotools' area() overflows a uint8 for > 255 RLEs under numpy 2; tracks
+    # longer than 255 frames hit it in every export
+    from uvis.masks import area, encode_many
+
+    masks = np.zeros((600, 6, 5), bool)
+    for k in range(600):
+        masks[k].flat[: k % 30] = True
+    np.testing.assert_array_equal(area(encode_many(masks)), [k % 30 for k in range(600)])
+
+
+def test_export_modules_do_not_import_fiftyone():
+    import subprocess
+    import sys
+
+    code = ("import sys, uvis.export, uvis.export.cli, uvis.export.ytvis, uvis.export.coco, "
+            "uvis.export.importers, uvis.export.fiftyone_export, uvis.export.fiftyone_app, uvis.cli; "
+            "uvis.cli.make_parser(); print('fiftyone' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -40,7 +40,9 @@ INSTALL_OPEN_CLIP = "pip install open_clip_torch"
 
 def default_cache_dir() -> Path:
     """Where open_clip weights are downloaded: ``$UVIS_CACHE/open_clip`` (default ``~/.cache/uvis``)."""
-    return Path(os.environ.get("UVIS_CACHE") or "~/.cache/uvis").expanduser() / "open_clip"
+    from uvis.weights import cache_root
+
+    return cache_root() / "open_clip"
 
 
 @dataclass(frozen=True)

@@ -741,8 +741,102 @@ def _from_columns(get: Any, t: int, info: VideoInfo, mw: int, mh: int, label_ind
     return [rle], cols
 
 
+#: Label tags read by :func:`import_fiftyone_curation` (set them in the FiftyOne App).
+CURATION_TAGS = ("accept", "reject", "relabel:<class>")
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """A curation action found in a FiftyOne dataset: video, action and its log payload."""
+
+    video: str
+    action: str
+    payload: dict[str, Any]
+
+
+def import_fiftyone_curation(workspace: Any, dataset_name: str, *, dry_run: bool = False) -> list[PlannedAction]:
+    """Bring curation done in FiftyOne back into the workspace's curation log.
+
+    Error analysis happens in the FiftyOne App; there, tag labels (in
+    ``pseudo_labels`` or ``dropped_labels``) with ``reject``, ``accept`` or
+    ``relabel:<class>`` (a class of the vocabulary). Each tagged label is mapped to its
+    workspace instance through its ``proposal_index`` and frame, and logged as the
+    matching curation action (undoable like any other). Tags that are already the
+    effective state of the instance are skipped, so importing twice logs nothing new.
+
+    Args:
+        workspace: a :class:`uvis.workspace.Workspace` holding the exported videos.
+        dataset_name: a dataset written by :func:`uvis.export.fiftyone_export.export_fiftyone`.
+        dry_run: only return the actions.
+
+    Returns:
+        The actions logged (or that would be logged).
+
+    Raises:
+        BadInputError: unknown dataset or video, a video whose cache no longer matches
+            the dataset, conflicting tags on one label, an unknown class in ``relabel:``.
+    """
+    from uvis.errors import require
+    from uvis.export.fiftyone_export import DROPPED_FIELD, KEPT_FIELD, SAMPLE_FIELD
+
+    fo = require("fiftyone", "pip install fiftyone")
+    if not fo.dataset_exists(dataset_name):
+        raise BadInputError(f"FiftyOne dataset '{dataset_name}' does not exist")
+    ds = fo.load_dataset(dataset_name)
+    if not ds.has_sample_field(SAMPLE_FIELD):
+        raise BadInputError(f"FiftyOne dataset '{dataset_name}' was not exported by UVIS Studio")
+    schema = ds.get_frame_field_schema(flat=True)
+    exts = ds.values(SAMPLE_FIELD)
+    frame_numbers = ds.values("frames.frame_number")
+    planned: list[PlannedAction] = []
+    for s, ext in enumerate(exts):
+        info = VideoInfo.from_dict(ext["info"])
+        name = info.name
+        cache = workspace.load_cache(name)
+        if (cache.info.width, cache.info.height, cache.info.num_frames) != (info.width, info.height, info.num_frames):
+            raise BadInputError(f"video {name} in dataset '{dataset_name}' is {info.width}x{info.height}x"
+                                f"{info.num_frames} but the workspace's cache is {cache.info.width}x"
+                                f"{cache.info.height}x{cache.info.num_frames}; re-export it")
+        vocab = set(ext.get("vocabulary", []))
+        state: dict[tuple[int, int], tuple[str, str | None]] = {}
+        for a in workspace.db.active(name):
+            if a.action in ("accept", "reject", "relabel"):
+                key = (int(a.payload["frame"]), int(a.payload["index"]))
+                state[key] = (a.action, a.payload.get("label"))
+        for fld in (KEPT_FIELD, DROPPED_FIELD):
+            if f"{fld}.detections.tags" not in schema:
+                continue
+            tags = ds.values(f"frames.{fld}.detections.tags")[s]
+            pidx = ds.values(f"frames.{fld}.detections.proposal_index")[s]
+            for f, fn in enumerate(frame_numbers[s]):
+                for k, label_tags in enumerate(tags[f] or []):
+                    wanted = [tg for tg in (label_tags or []) if tg in ("accept", "reject") or tg.startswith("relabel:")]
+                    if not wanted:
+                        continue
+                    where = f"dataset '{dataset_name}', video {name}, frame {fn}, {fld}[{k}]"
+                    if len(wanted) > 1:
+                        raise BadInputError(f"{where}: conflicting curation tags {wanted}")
+                    tag = wanted[0]
+                    t, index = fn - 1, int(pidx[f][k])
+                    cache.row(t, index)  # BadInputError if the cache no longer has this instance
+                    payload: dict[str, Any] = {"frame": t, "index": index}
+                    action = tag
+                    if tag.startswith("relabel:"):
+                        action, label = "relabel", tag.split(":", 1)[1]
+                        if label not in vocab:
+                            raise BadInputError(f"{where}: tag '{tag}' names a class outside the vocabulary")
+                        payload["label"] = label
+                    if state.get((t, index)) == (action, payload.get("label")):
+                        continue
+                    planned.append(PlannedAction(name, action, payload))
+    if not dry_run:
+        for p in planned:
+            workspace.db.log(p.video, p.action, p.payload)
+    return planned
+
+
 __all__ = [
-    "ImportSummary", "ImportedVideo", "YtvisGroundTruthSet", "ground_truth_dir", "import_fiftyone_dataset",
-    "import_ytvis_into_workspace", "load_ytvis_ground_truth", "read_coco_instances", "read_coco_predictions",
-    "read_ytvis_instances", "read_ytvis_predictions",
+    "CURATION_TAGS", "ImportSummary", "ImportedVideo", "PlannedAction", "YtvisGroundTruthSet", "ground_truth_dir",
+    "import_fiftyone_curation", "import_fiftyone_dataset", "import_ytvis_into_workspace", "load_ytvis_ground_truth",
+    "read_coco_instances", "read_coco_predictions", "read_ytvis_instances", "read_ytvis_predictions",
 ]
