@@ -350,3 +350,31 @@ def test_dataset_name_check():
     for bad in ("", "../x", "a/b", "x" * 101):
         with pytest.raises(BadInputError):
             check_dataset_name(bad)
+
+
+# ----------------------------------------------------------------------------- export & evaluation
+def test_json_exports_and_table1(ctrl):
+    import json
+
+    from app import exports
+
+    pytest.importorskip("uvis.export.ytvis")
+    cfg = ctrl.run_config  # default filters: the ambiguous object 1 is dropped (CLIP score < 0.7)
+    project = ctrl.project()
+    results = project.decide(cfg)
+    yt = exports.export_ytvis(results, ctrl.ws.exports_dir)
+    data = json.loads(yt.read_text())
+    assert yt.parent == ctrl.ws.exports_dir and len(data["videos"]) == 1
+    kept_tracks = {int(t) for t in results["clip"].instances.track_id[results["clip"].kept]}
+    assert len(data["annotations"]) == len(kept_tracks) >= 1
+    coco = exports.export_coco(results, ctrl.ws.exports_dir)
+    cdata = json.loads(coco.read_text())
+    assert len(cdata["annotations"]) == int(results["clip"].kept.sum()) == N
+    # the pseudo-labels of the default setting as ground truth: that row scores 100 %, "none" less
+    md = exports.table1_markdown(ctrl.ws.root, yt, cfg, project.decide)
+    lines = {ln.split("|")[1].strip(): [c.strip(" *") for c in ln.split("|")[2:-1]] for ln in md.splitlines()
+             if ln.startswith("| ") and "---" not in ln}
+    header = lines["class"]
+    cat = lines["cat"]
+    assert cat[header.index("score+pmf")].startswith("100")
+    assert not cat[header.index("none")].startswith("100")

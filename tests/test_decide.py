@@ -31,10 +31,10 @@ def _encoder(prompts):
     return _unit(out)
 
 
-def _write_video(ws, name, n_frames=12):
+def _write_video(ws, name, n_frames=12, has_text=True):
     info = VideoInfo(name=name, path=f"/{name}.mp4", width=W, height=H, num_frames=n_frames, fps=10,
                      source_width=W, source_height=H)
-    meta = CacheMeta(info, "test-proposer", "test-embedder", {}, D, True, 5.0)  # soft scores
+    meta = CacheMeta(info, "test-proposer", "test-embedder", {}, D, has_text, 5.0)  # soft scores
     writer = CacheWriter(ws.cache_dir(name, "k"), meta)
     rng = np.random.default_rng(0)
     for t in range(n_frames):
@@ -148,3 +148,22 @@ def test_missing_text_cache_entries_without_encoder(tmp_path):
     proj.text_cache = TextEmbeddingCache(ws.text_cache_dir, "test-embedder")
     with pytest.raises(LookupError):
         proj.decide(Config().replace(labeler__vocabulary=["zebra"]))
+
+
+def test_label_by_example_without_text_encoder(tmp_path):
+    ws = Workspace(tmp_path)
+    _write_video(ws, "v", has_text=False)
+    proj = open_project(ws)
+    assert proj.text_cache is None
+    cfg = Config().replace(labeler__vocabulary=VOCAB)
+    res = proj.decide(cfg)["v"]
+    assert set(res.instances.label.tolist()) == {-1} and not res.kept.any()  # nothing to go by yet
+    ws.db.log("v", "relabel", {"frame": 1, "index": 0, "label": "cow"})  # one example
+    res = proj.decide(cfg)["v"].instances
+    cats = np.arange(0, 24, 2)  # the same object in every frame: similar embeddings
+    dogs = np.arange(1, 24, 2)
+    assert set(res.label[cats].tolist()) == {2}
+    assert np.all(res.clip_score[cats] > 0.9)  # similarity to the example is the score
+    assert np.all(res.clip_score[dogs] < 0.3) and not np.any(res.decision[dogs] == Reason.KEPT)
+    assert np.all(res.decision[cats] == Reason.KEPT)
+    ws.close()

@@ -228,3 +228,49 @@ def test_cli_fiftyone(fo, workspace_dir, tmp_path, capsys):
     assert exc.value.code == 2
     shutil.rmtree(tmp_path / "m")
     fo.delete_dataset(name)
+
+
+def test_curation_tagged_in_fiftyone_comes_back_to_the_workspace(fo, tmp_path, capsys):
+    from test_export_common import build_workspace
+
+    from uvis.export.importers import import_fiftyone_curation
+    from uvis.workspace import Workspace
+
+    ws_dir = build_workspace(tmp_path, curate=False)
+    name = _name()
+    fe.export_fiftyone(decide(ws_dir), name, media_dir=tmp_path / "m")
+    ds = fo.load_dataset(name)
+    sample = ds.first()
+    f3 = sample.frames[4]  # processed frame 3
+    f3.pseudo_labels.detections[0].tags = ["reject"]
+    target = f3.dropped_labels.detections[0]
+    target.tags = ["accept"]
+    f3.pseudo_labels.detections[1].tags = ["relabel:dog"]
+    sample.save()
+    ws = Workspace(ws_dir)
+    try:
+        planned = import_fiftyone_curation(ws, name, dry_run=True)
+        assert ws.db.entries("alpha") == []
+        got = {(a.action, a.payload["frame"], a.payload["index"], a.payload.get("label")) for a in planned}
+        assert got == {("reject", 3, f3.pseudo_labels.detections[0].proposal_index, None),
+                       ("accept", 3, target.proposal_index, None),
+                       ("relabel", 3, f3.pseudo_labels.detections[1].proposal_index, "dog")}
+    finally:
+        ws.close()
+    assert main(["import", "--workspace", str(ws_dir), "--fiftyone", name]) == 0
+    assert "logged 3 curation actions" in capsys.readouterr().out
+    r = decide(ws_dir)["alpha"]
+    rows = {a: int(np.searchsorted(r.instances.frame, 3)) + idx for a, _, idx, _ in got}
+    assert r.instances.decision[rows["reject"]] == Reason.USER_REJECT
+    assert r.kept[rows["accept"]] and r.user[rows["accept"]]
+    assert r.instances.label[rows["relabel"]] == r.vocabulary.index("dog")
+    ws = Workspace(ws_dir)
+    try:
+        assert import_fiftyone_curation(ws, name) == []  # idempotent
+        f3.pseudo_labels.detections[2].tags = ["relabel:unicorn"]
+        sample.save()
+        with pytest.raises(BadInputError, match="relabel:unicorn' names a class outside the vocabulary"):
+            import_fiftyone_curation(ws, name)
+    finally:
+        ws.close()
+    fo.delete_dataset(name)

@@ -48,6 +48,7 @@ def test_exemplar_matching():
     q = _unit([[0.9, 0.1, 0], [0.1, 0.9, 0.2]])
     s = match_exemplars(q, ex, np.array([2, 0]), num_classes=3)
     assert s.label.tolist() == [2, 0]
+    assert s.clip_score[0] == pytest.approx(float(q[0] @ ex[0]))  # the similarity to the exemplar
     assert np.isnan(s.class_sim[0, 1]) and s.probs[0, 1] == 0
     none = match_exemplars(q, np.zeros((0, 3), np.float32), np.zeros(0, int), 3)
     assert none.label.tolist() == [-1, -1] and none.clip_score.tolist() == [0, 0]

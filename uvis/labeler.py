@@ -94,8 +94,11 @@ def match_exemplars(embeddings: np.ndarray, exemplar_embeddings: np.ndarray,
     """Label instances by their most similar user exemplar ("label by example").
 
     Class similarity = max cosine to that class's exemplars (NaN for classes without
-    one); score = softmax over classes that have exemplars. With no exemplars at all,
-    every label is -1 and every score 0.
+    one); label = the most similar class. The score (``clip_score``) is that cosine
+    similarity itself, so the CLIP threshold acts as a similarity threshold (a softmax
+    over the few classes that have exemplars would be 1.0 for everything when only one
+    class has exemplars); ``probs`` is the softmax over classes with exemplars, for
+    display. With no exemplars at all, every label is -1 and every score 0.
 
     Args:
         embeddings: (N, D) normalised; exemplar_embeddings: (E, D) normalised;
@@ -113,4 +116,5 @@ def match_exemplars(embeddings: np.ndarray, exemplar_embeddings: np.ndarray,
     probs = _softmax_rows(logit_scale * class_sim.astype(np.float64)).astype(np.float32)
     label = np.nan_to_num(class_sim, nan=-np.inf).argmax(axis=1).astype(np.int32)
     rows = np.arange(n)
-    return LabelScores(label, probs[rows, label], np.full(n, -1, np.int32), probs, class_sim)
+    score = np.clip(class_sim[rows, label], 0.0, 1.0).astype(np.float32)
+    return LabelScores(label, score, np.full(n, -1, np.int32), probs, class_sim)

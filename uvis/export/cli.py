@@ -4,6 +4,7 @@
     python -m uvis export --workspace W --to ytvis --out FILE.json [--results FILE.json] [--frames DIR]
     python -m uvis export --workspace W --to coco --out DIR
     python -m uvis import --workspace W --ytvis FILE.json --frames DIR
+    python -m uvis import --workspace W --fiftyone DATASET [--dry-run]
 
 Exports decide with the workspace's latest saved config (or ``--config FILE``) over
 all the workspace's videos (the prototype memory is project-wide), then write the
@@ -44,11 +45,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--quiet", action="store_true", help="no progress output")
     e.set_defaults(func=run_export)
 
-    i = sub.add_parser("import", help="register YouTube-VIS ground-truth videos (frame folders) in a workspace")
+    i = sub.add_parser("import", help="register YouTube-VIS ground-truth videos in a workspace, or bring "
+                                      "curation tagged in FiftyOne back into it")
     i.add_argument("--workspace", "-w", default="workspace", help="workspace folder (default ./workspace)")
-    i.add_argument("--ytvis", required=True, metavar="FILE.json", help="YouTube-VIS annotation file")
-    i.add_argument("--frames", required=True, metavar="DIR", help="its image root (e.g. train/JPEGImages)")
-    i.add_argument("--video", action="append", metavar="NAME", help="only this video (repeatable)")
+    src = i.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ytvis", metavar="FILE.json", help="YouTube-VIS annotation file (ground truth)")
+    src.add_argument("--fiftyone", metavar="DATASET",
+                     help="a dataset exported by UVIS Studio whose labels were tagged accept, reject or "
+                          "relabel:<class> in the FiftyOne App: logs those as curation actions")
+    i.add_argument("--frames", metavar="DIR", help="--ytvis: its image root (e.g. train/JPEGImages)")
+    i.add_argument("--video", action="append", metavar="NAME", help="--ytvis: only this video (repeatable)")
+    i.add_argument("--dry-run", action="store_true", help="--fiftyone: list the actions without logging them")
     i.set_defaults(func=run_import)
 
 
@@ -167,6 +174,10 @@ def run_import(args: argparse.Namespace) -> int:
     from uvis.export.importers import import_ytvis_into_workspace
     from uvis.workspace import Workspace
 
+    if args.fiftyone:
+        return _import_fiftyone(args)
+    if not args.frames:
+        raise BadInputError("--ytvis needs --frames DIR (the folder the file_names are relative to)")
     ws = Workspace(args.workspace)
     try:
         summary = import_ytvis_into_workspace(ws, args.ytvis, args.frames, videos=args.video)
@@ -180,4 +191,22 @@ def run_import(args: argparse.Namespace) -> int:
         folders = [str(summary.folders[n]) for n in summary.added[:3]]
         print("label them with: python -m uvis label --workspace " f"{args.workspace} " + " ".join(folders)
               + (" ..." if len(summary.added) > 3 else ""))
+    return 0
+
+
+def _import_fiftyone(args: argparse.Namespace) -> int:
+    from uvis.export.importers import import_fiftyone_curation
+    from uvis.workspace import Workspace
+
+    if not Path(args.workspace).is_dir():
+        raise BadInputError(f"workspace not found: {args.workspace}")
+    ws = Workspace(args.workspace)
+    try:
+        actions = import_fiftyone_curation(ws, args.fiftyone, dry_run=args.dry_run)
+    finally:
+        ws.close()
+    for a in actions:
+        print(f"{a.video}: {a.action} {json.dumps(a.payload)}")
+    verb = "would log" if args.dry_run else "logged"
+    print(f"{verb} {len(actions)} curation actions from FiftyOne dataset '{args.fiftyone}'")
     return 0
