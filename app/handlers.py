@@ -274,6 +274,10 @@ def counts_markdown(result: VideoResult, rows: slice | None, t: int) -> str:
     if rows is not None:
         f = counts(result, rows)
         line += f"  \nframe {t}: kept {f.kept} / dropped {f.dropped}"
+    inst = result.instances
+    if len(inst) and inst.label is not None and (inst.label < 0).all():
+        line += ("  \n*No instance has a label yet (no CLIP text encoder): select an instance and "
+                 "'relabel as' a class — similar instances follow (label by example).*")
     return line
 
 
@@ -283,7 +287,7 @@ def instance_card(result: VideoResult, row: int, index: int, frame: int) -> str:
     reason = Reason(int(inst.decision[row]))  # type: ignore[index]
     bars = []
     for c, p in zip(result.top_classes[row], result.top_probs[row]):
-        if p <= 0 and int(c) < 0:
+        if p < 5e-4:  # classes without any evidence (e.g. no example of them yet)
             continue
         pct = max(0.0, min(100.0, 100.0 * float(p)))
         bars.append(f"<div class='uv-bar'><span class='uv-bar-name'>{html.escape(class_name(result, int(c)))}</span>"

@@ -49,7 +49,9 @@ LEGEND_HTML = "<div class='uv-legend'>" + "".join(
     f"<span><i style='background:rgb{c}'></i>{n}</span>" for n, c in (
         ("kept", (46, 204, 113)), ("dropped: objectness", (149, 165, 166)), ("dropped: CLIP score", (243, 156, 18)),
         ("dropped: PMF", (155, 89, 182)), ("dropped: user reject", (231, 76, 60)),
-        ("selected", (255, 221, 0)))) + "<span>· tags: instance index, then objectness / label + score / reason + deciding similarity / track; * = curated by you</span></div>"
+        ("selected", (255, 221, 0)))) + (
+    "<span>· tags: instance index, then objectness / label + score / reason + deciding similarity / "
+    "track; * = curated by you</span></div>")
 
 
 def _message(exc: BaseException) -> str:
@@ -139,7 +141,9 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
                         pooling = gr.Radio(["max", "mean"], value=s0.prompt_pooling, label="prompt pooling")
                         obj_s = gr.Slider(0, 1, value=s0.objectness_threshold, step=0.01,
                                           label="objectness threshold", elem_id="objectness-threshold")
-                        clip_s = gr.Slider(0, 1, value=s0.clip_threshold, step=0.01, label="CLIP score threshold",
+                        clip_label = ("CLIP score threshold" if ctrl.run_config.embedder.backend == "clip" else
+                                      "score threshold (no CLIP: similarity to the closest example)")
+                        clip_s = gr.Slider(0, 1, value=s0.clip_threshold, step=0.01, label=clip_label,
                                            elem_id="clip-threshold")
                         per_class_tb = gr.Textbox(s0.clip_per_class, label="per-class CLIP thresholds "
                                                   "(class: value, one per line)", lines=2, elem_id="per-class")
@@ -424,7 +428,7 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
             j = active[0]
             bar = "▓" * int(20 * j.fraction) + "░" * (20 - int(20 * j.fraction))
             more = f" (+{len(active) - 1} queued)" if len(active) > 1 else ""
-            return (f"⏳ labelling **{j.name}**: {bar} {j.done}/{j.total or '?'} frames "
+            return (f"**labelling {j.name}**: {bar} {j.done}/{j.total or '?'} frames "
                     f"{j.message}{more} — job {j.id}, cancel it in the Jobs tab")
 
         def submit_video(path: Path, name: str) -> str:
@@ -486,6 +490,7 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
 
         def on_tick(st: ViewState, current: str | None, *vals: Any) -> Any:
             status, rows = job_status(), jobs_rows()
+            ctrl.refresh_running()
             if st.generation == ctrl.generation:
                 return (status, rows, gr.skip(), *[gr.skip()] * n_view)
             try:

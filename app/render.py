@@ -307,7 +307,7 @@ def prompt_text(result: VideoResult, row: int) -> str:
 
 def _top5_inset(canvas: np.ndarray, res: VideoResult, row: int, index: int) -> None:
     classes, probs = res.top_classes[row], res.top_probs[row]
-    lines = [(class_name(res, int(c)), float(p)) for c, p in zip(classes, probs) if p > 0 or int(c) >= 0]
+    lines = [(class_name(res, int(c)), float(p)) for c, p in zip(classes, probs) if p >= 5e-4]
     h, w = canvas.shape[:2]
     box_w, line_h = min(w - 10, 300), 18
     box_h = 26 + line_h * max(1, len(lines)) + 20
@@ -321,7 +321,7 @@ def _top5_inset(canvas: np.ndarray, res: VideoResult, row: int, index: int) -> N
         cv2.putText(canvas, name[:15], (x0 + 6, y + 13), FONT, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
         cv2.rectangle(canvas, (bar_x, y + 3), (bar_x + bar_w, y + 14), (70, 70, 80), -1)
         cv2.rectangle(canvas, (bar_x, y + 3), (bar_x + int(bar_w * max(0.0, min(1.0, p))), y + 14),
-                      colour_for(int(res.top_classes[row][k])), -1)
+                      colour_for(int(classes[k])), -1)
         cv2.putText(canvas, f"{p:.2f}", (bar_x + bar_w + 6, y + 13), FONT, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
     prompt = prompt_text(res, row)
     cv2.putText(canvas, f'"{prompt[:38]}"', (x0 + 6, y0 + box_h - 7), FONT, 0.4, (180, 220, 255), 1,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -107,6 +108,7 @@ class AppController:
         self._frames: dict[str, FrameSource] = {}
         self._prepared: OrderedDict[tuple[Any, ...], PreparedFrame] = OrderedDict()
         self._external: dict[str, Any] = {}
+        self._last_refresh = 0.0
         self.jobs: JobQueue | None = (JobQueue(workspace.root, run_config, self.embedder, self._job_finished)
                                       if start_worker else None)
 
@@ -184,6 +186,22 @@ class AppController:
             self._frames.clear()
             self._prepared.clear()
             self.generation += 1
+
+    def refresh_running(self, min_new_frames: int = 25, min_interval_s: float = 10.0) -> bool:
+        """Reload the project while a job labels a loaded video, once it has cached at least
+        ``min_new_frames`` more frames and ``min_interval_s`` passed (the view grows as the
+        job runs). Returns True if it reloaded."""
+        if self.jobs is None:
+            return False
+        now = time.monotonic()
+        if now - self._last_refresh < min_interval_s:
+            return False
+        for job in self.jobs.active():
+            if job.state == "running" and job.done - self.num_frames(job.name) >= min_new_frames:
+                self._last_refresh = now
+                self.reload()
+                return True
+        return False
 
     def _job_finished(self, job: Job) -> None:
         if job.state in ("done", "cancelled") or job.done:
@@ -301,232 +319,6 @@ class AppController:
             if old is not None and getattr(old, "owned", False) and not getattr(handle, "owned", True):
                 return
             self._external[key] = handle
-
-    def close(self) -> None:
-        with self._lock:
-            self._reader.close()
-
-
-class AppController:
-    """Process-wide state of the app.
-
-    Args:
-        workspace: the open workspace (its database connection is used by handlers).
-        run_config: settings of labelling jobs (video, proposer, embedder sections) and the
-            initial decision settings when the workspace has no saved config.
-        backends: the banner entries of the live proposer and embedder.
-        start_worker: start the background job worker (tests of pure decisions may not).
-    """
-
-    def __init__(self, workspace: Workspace, run_config: Config, backends: list[BackendChoice],
-                 *, start_worker: bool = True) -> None:
-        self.ws = workspace
-        self.run_config = run_config
-        self.backends = backends
-        self._lock = threading.RLock()
-        self._embedder: Embedder | None = None
-        self._embedder_lock = threading.Lock()
-        self._project: Project | None = None
-        self._project_error: str | None = None
-        self.generation = 0
-        self._curation_version = 0
-        self._results: OrderedDict[tuple[Any, ...], VideoResult] = OrderedDict()
-        self._frames: dict[str, FrameSource] = {}
-        self._prepared: OrderedDict[tuple[Any, ...], PreparedFrame] = OrderedDict()
-        self._external: dict[str, Any] = {}
-        self.jobs: JobQueue | None = (JobQueue(workspace.root, run_config, self.embedder, self._job_finished)
-                                      if start_worker else None)
-
-    # ------------------------------------------------------------------ config
-    def initial_config(self) -> Config:
-        """The decision settings a new session starts with: the workspace's latest saved
-        config (labeler, filters, tracker) over the run config, else the run config."""
-        with self._lock:
-            latest = self.ws.db.latest_config()
-        if latest is None:
-            return self.run_config
-        try:
-            saved = Config.from_dict(json.loads(latest[1]))
-        except Exception:  # noqa: BLE001 - a bad stored config must not block the app
-            return self.run_config
-        return self.run_config.replace(labeler=saved.labeler, filters=saved.filters, tracker=saved.tracker)
-
-    def save_config(self, config: Config, note: str = "app") -> int:
-        """Store a config version (unless identical to the latest)."""
-        with self._lock:
-            return self.ws.db.save_config(config.to_json(), note=note)
-
-    # ------------------------------------------------------------------ models
-    def embedder(self) -> Embedder:
-        """The shared embedder of the run config (loaded on first use, calls serialised)."""
-        with self._embedder_lock:
-            if self._embedder is None:
-                from uvis.embedders.factory import make_embedder
-
-                self._embedder = LockedEmbedder(make_embedder(self.run_config.embedder))
-            return self._embedder
-
-    # ------------------------------------------------------------------ videos & project
-    def videos(self) -> list[VideoRecord]:
-        """Workspace videos that have a cache (any status), in the order they were added."""
-        with self._lock:
-            return [r for r in self.ws.db.videos() if r.cache_key]
-
-    def video_names(self) -> list[str]:
-        return [r.name for r in self.videos()]
-
-    def project(self) -> Project | None:
-        """The loaded project (None while the workspace has no labelled video)."""
-        with self._lock:
-            if self._project is None and self.video_names():
-                self._project = self._open_project()
-            return self._project
-
-    def project_error(self) -> str | None:
-        """Why the project could not be loaded (mixed embedders, unreadable cache), if so."""
-        return self._project_error
-
-    def _open_project(self) -> Project | None:
-        from uvis.pipeline import open_project
-
-        names = self.video_names()
-        try:
-            caches_meta = self.ws.load_cache(names[0]).meta
-            same = caches_meta.embedder_config == asdict(self.run_config.embedder)
-            encoder = (lambda prompts: self.embedder().encode_text(prompts)) if same else None
-            project = open_project(self.ws, names, text_encoder=encoder)
-        except BadInputError as exc:
-            self._project_error = str(exc)
-            return None
-        self._project_error = None
-        return project
-
-    def reload(self) -> None:
-        """Drop the loaded project and memos (after a job added or extended a cache)."""
-        with self._lock:
-            self._project = None
-            self._results.clear()
-            for src in self._frames.values():
-                src.close()
-            self._frames.clear()
-            self._prepared.clear()
-            self.generation += 1
-
-    def _job_finished(self, job: Job) -> None:
-        if job.state in ("done", "cancelled") or job.done:
-            self.reload()
-
-    # ------------------------------------------------------------------ decisions
-    def result(self, video: str, config: Config) -> VideoResult:
-        """Decisions for one video under ``config`` (memoised per config and curation state).
-
-        Raises:
-            BadInputError: unknown video or no labelled video yet.
-        """
-        key = (video, config.to_json(), self._curation_version, self.generation)
-        with self._lock:
-            hit = self._results.get(key)
-            if hit is not None:
-                self._results.move_to_end(key)
-                return hit
-            project = self.project()
-            if project is None:
-                raise BadInputError(self._project_error or "no labelled video yet")
-            if video not in project.caches:
-                raise BadInputError(f"video '{video}' is not labelled in this workspace")
-            res = project.decide(config, videos=[video])[video]
-            self._results[key] = res
-            while len(self._results) > RESULT_MEMO:
-                self._results.popitem(last=False)
-            return res
-
-    def frame_rows(self, video: str, t: int) -> slice:
-        """Rows of frame ``t`` in the video's instance table."""
-        project = self.project()
-        if project is None or video not in project.caches:
-            raise BadInputError(f"video '{video}' is not loaded")
-        slices = project.caches[video].frame_slices
-        if not 0 <= t < len(slices):
-            raise BadInputError(f"frame {t} is not cached for '{video}' ({len(slices)} frames)")
-        return slices[t]
-
-    def num_frames(self, video: str) -> int:
-        """Cached (viewable) frames of a video (0 if not loaded)."""
-        project = self.project()
-        if project is None or video not in project.caches:
-            return 0
-        return project.caches[video].num_cached
-
-    def frame_image(self, video: str, t: int) -> np.ndarray:
-        """Processed frame ``t`` of a video (RGB uint8)."""
-        with self._lock:
-            src = self._frames.get(video)
-            if src is None:
-                project = self.project()
-                if project is None or video not in project.caches:
-                    raise BadInputError(f"video '{video}' is not loaded")
-                src = FrameSource(project.caches[video].info)
-                self._frames[video] = src
-        return src.read(t)
-
-    def prepared_frame(self, video: str, t: int, width: int) -> PreparedFrame:
-        """Frame ``t`` upscaled to ``width`` with its masks decoded (memoised: a threshold
-        change re-draws without decoding again)."""
-        key = (video, t, width, self.generation)
-        with self._lock:
-            hit = self._prepared.get(key)
-            if hit is not None:
-                self._prepared.move_to_end(key)
-                return hit
-        image = self.frame_image(video, t)
-        project = self.project()
-        if project is None or video not in project.caches:
-            raise BadInputError(f"video '{video}' is not loaded")
-        prepared = prepare(image, project.caches[video].instances, self.frame_rows(video, t), width)
-        with self._lock:
-            self._prepared[key] = prepared
-            while len(self._prepared) > PREPARED_MEMO:
-                self._prepared.popitem(last=False)
-        return prepared
-
-    # ------------------------------------------------------------------ curation
-    def curate(self, video: str, action: str, payload: dict[str, Any]) -> int:
-        """Log a curation action (written at once) and invalidate decisions; returns its id."""
-        with self._lock:
-            action_id = self.ws.db.log(video, action, payload)
-            self._curation_version += 1
-            return action_id
-
-    def undo(self, video: str) -> str:
-        with self._lock:
-            target = self.ws.db.undo(video)
-            self._curation_version += 1
-        return f"undid {target.action} {target.payload}" if target else "nothing to undo"
-
-    def redo(self, video: str) -> str:
-        with self._lock:
-            target = self.ws.db.redo(video)
-            self._curation_version += 1
-        return f"redid {target.action} {target.payload}" if target else "nothing to redo"
-
-    def curation_count(self, video: str) -> int:
-        with self._lock:
-            return len(self.ws.db.active(video))
-
-    # ------------------------------------------------------------------ jobs
-    def add_video(self, path: Path, name: str) -> Job:
-        if self.jobs is None:
-            raise BadInputError("background jobs are disabled in this process")
-        return self.jobs.submit(path, name)
-
-    def keep_external(self, key: str, handle: Any) -> None:
-        """Keep a started external service (e.g. the FiftyOne App) until :meth:`close`, which
-        calls its ``stop()``; a previous handle under the same key is stopped first if replaced."""
-        with self._lock:
-            old = self._external.get(key)
-            self._external[key] = handle
-        if old is not None and old is not handle and getattr(old, "owned", False) and not getattr(handle, "owned", True):
-            self._external[key] = old  # the new handle reuses the server the old one owns
 
     def close(self, cancel_jobs: bool = True) -> None:
         """Stop external services and (with ``cancel_jobs``) the job worker. At process exit

@@ -22,7 +22,6 @@ import io
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 

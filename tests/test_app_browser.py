@@ -64,7 +64,8 @@ class AppServer:
         log = open(self.workspace.parent / f"app-{self.starts}.log", "w")
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "launch.py"), "--workspace", str(self.workspace), "--host", "127.0.0.1",
-             "--port", str(self.port), "--fiftyone-port", str(self.fiftyone_port), *APP_ARGS], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+             "--port", str(self.port), "--fiftyone-port", str(self.fiftyone_port), *APP_ARGS],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

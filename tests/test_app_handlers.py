@@ -144,7 +144,8 @@ def test_table_card_and_top5(ctrl):
     assert table[1][4] == "CLIP score"
     assert table[0][8].startswith("a photo of") and "cat" in table[0][8]
     card = handlers.instance_card(res, rows.start + 1, 1, 2)
-    assert "instance #1" in card and "CLIP score" in card and card.count("uv-bar-fill") == 3
+    shown = int((res.top_probs[rows.start + 1] >= 5e-4).sum())
+    assert "instance #1" in card and "CLIP score" in card and card.count("uv-bar-fill") == shown >= 2
 
 
 def test_picking_and_selection_follow_track(ctrl):

@@ -9,13 +9,19 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+from test_export_common import assert_same_table, build_workspace, decide
 
-from test_export_common import assert_same_table, decide, workspace_dir  # noqa: F401 (fixture)
 from uvis.cli import main
 from uvis.errors import BadInputError
 from uvis.export.coco import export_coco
 from uvis.export.importers import read_coco_instances, read_coco_predictions
 from uvis.masks import decode
+
+
+@pytest.fixture(scope="module")
+def workspace_dir(tmp_path_factory):
+    """The shared test workspace (two videos, curated), built once per module."""
+    return build_workspace(tmp_path_factory.mktemp("ws"), videos=("alpha", "beta"))
 
 
 @pytest.fixture(scope="module")

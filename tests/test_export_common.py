@@ -245,3 +245,29 @@ def test_export_modules_do_not_import_fiftyone():
             "uvis.cli.make_parser(); print('fiftyone' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_frames_never_overwrite_a_frame_folder_source(tmp_path):
+    from uvis.export.frames import write_video_frames
+
+    folder = tmp_path / "JPEGImages" / "clip"
+    folder.mkdir(parents=True)
+    for t in range(3):
+        cv2.imwrite(str(folder / f"{t:05d}.jpg"), np.full((8, 10, 3), 40 * t, np.uint8))
+    with open_video(folder) as reader:
+        info = reader.info
+    with pytest.raises(BadInputError, match="would overwrite its source"):
+        write_video_frames(info, tmp_path / "JPEGImages")
+    assert sorted(p.name for p in folder.iterdir()) == ["00000.jpg", "00001.jpg", "00002.jpg"]
+    out = write_video_frames(info, tmp_path / "export")
+    assert sorted(p.name for p in out.iterdir()) == ["00000.jpg", "00001.jpg", "00002.jpg"]
+
+
+def test_unsafe_video_names_are_refused(tmp_path):
+    from uvis.export.ytvis import export_ytvis
+
+    ws_dir = build_workspace(tmp_path, curate=False)
+    r = decide(ws_dir)["alpha"]
+    with pytest.raises(BadInputError, match="cannot be used as a file name"):
+        export_ytvis({"../evil": r}, tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()

@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_export_common import assert_same_table, build_workspace, decide
 
-from test_export_common import assert_same_table, decide, workspace_dir  # noqa: F401 (fixture)
 from uvis.cli import main
 from uvis.errors import BadInputError
 from uvis.export import fiftyone_export as fe
@@ -35,6 +35,12 @@ def _name() -> str:
 
 def _leftovers(fo) -> list[str]:
     return [n for n in fo.list_datasets() if fe.TMP_MARK in n or fe.OLD_MARK in n]
+
+
+@pytest.fixture(scope="module")
+def workspace_dir(tmp_path_factory):
+    """The shared test workspace (two videos, curated), built once per module."""
+    return build_workspace(tmp_path_factory.mktemp("ws"), videos=("alpha", "beta"))
 
 
 @pytest.fixture(scope="module")
@@ -231,8 +237,6 @@ def test_cli_fiftyone(fo, workspace_dir, tmp_path, capsys):
 
 
 def test_curation_tagged_in_fiftyone_comes_back_to_the_workspace(fo, tmp_path, capsys):
-    from test_export_common import build_workspace
-
     from uvis.export.importers import import_fiftyone_curation
     from uvis.workspace import Workspace
 

@@ -9,19 +9,28 @@ import cv2
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
+from test_export_common import SRC_FRAMES, STRIDE, VOCAB, assert_same_table, build_workspace, decide, text_encoder
 
-from test_export_common import (SRC_FRAMES, STRIDE, VOCAB, assert_same_table, build_workspace, decide,
-                                text_encoder, workspace_dir)  # noqa: F401 (fixture)
 from uvis.cli import main
 from uvis.errors import BadInputError
 from uvis.eval.ytvis_io import parse_ground_truth, parse_results
-from uvis.export.importers import (import_ytvis_into_workspace, load_ytvis_ground_truth, read_ytvis_instances,
-                                   read_ytvis_predictions)
+from uvis.export.importers import (
+    import_ytvis_into_workspace,
+    load_ytvis_ground_truth,
+    read_ytvis_instances,
+    read_ytvis_predictions,
+)
 from uvis.export.ytvis import export_ytvis, export_ytvis_results
 from uvis.masks import decode
 from uvis.pipeline import open_project
 from uvis.video import open_video
 from uvis.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def workspace_dir(tmp_path_factory):
+    """The shared test workspace (two videos, curated), built once per module."""
+    return build_workspace(tmp_path_factory.mktemp("ws"), videos=("alpha", "beta"))
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +251,8 @@ def test_foreign_ground_truth_reads_as_proposals(tmp_path):
     m[2:5, 3:7] = 1
     # uncompressed RLE as in the official files, a polygon, and null frames
     unc = {"size": [h, w], "counts": _uncompressed(m)}
-    data = {"videos": [{"id": 7, "width": w, "height": h, "length": 3, "file_names": ["v/a.jpg", "v/b.jpg", "v/c.jpg"]}],
+    names = ["v/a.jpg", "v/b.jpg", "v/c.jpg"]
+    data = {"videos": [{"id": 7, "width": w, "height": h, "length": 3, "file_names": names}],
             "categories": [{"id": 5, "name": "zebra"}, {"id": 2, "name": "owl"}],
             "annotations": [{"id": 11, "video_id": 7, "category_id": 5, "segmentations": [unc, None, unc]},
                             {"id": 12, "video_id": 7, "category_id": 2,

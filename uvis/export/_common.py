@@ -38,6 +38,9 @@ def common_vocabulary(results: Mapping[str, VideoResult]) -> tuple[list[str], li
     if not results:
         raise BadInputError("nothing to export: no videos were given")
     items = list(results.items())
+    for name, _ in items:
+        if not name or name.startswith(".") or any(c in name for c in "/\\\0"):
+            raise BadInputError(f"video name {name!r} cannot be used as a file name in an export")
     vocab, prompts = list(items[0][1].vocabulary), list(items[0][1].prompts)
     for name, r in items[1:]:
         if list(r.vocabulary) != vocab:

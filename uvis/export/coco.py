@@ -8,7 +8,7 @@ Layout written under ``out_dir``::
 
 ``annotations.json``::
 
-    {"info", "licenses": [],
+    {"info", "licenses": [], "videos": [{"id", "name"}],
      "images": [{"id", "file_name": "<video>/<t:05d>.jpg", "width", "height",
                  "video_id", "frame_index": t, "video": name}],
      "annotations": [{"id", "image_id", "category_id": label + 1, "iscrowd": 0,
@@ -21,7 +21,7 @@ Only kept instances are written; ``category_id`` is the track's voted label (the
 instance's own label when untracked), the same as in the YouTube-VIS export. ``bbox``
 is the tight box of the mask (pixels, x/y of the top-left corner). Frames without a
 kept instance are still listed as images (negatives). Image ids are 1-based, in video
-order then frame order. Extra keys (``video_id``, ``frame_index``, ``video``, ``uvis``)
+order then frame order. Extra keys (``videos``, ``video_id``, ``frame_index``, ``video``, ``uvis``)
 are ignored by pycocotools and detectron2's ``load_coco_json``.
 """
 from __future__ import annotations
@@ -78,6 +78,7 @@ def coco_annotation_dict(results: Mapping[str, VideoResult]) -> dict[str, Any]:
     return {
         "info": {"description": "UVIS Studio pseudo-labels (per frame)", "version": uvis.__version__},
         "licenses": [],
+        "videos": [{"id": ids[name], "name": name} for name in results],
         "images": images,
         "annotations": annotations,
         "categories": [{"id": i + 1, "name": c, "supercategory": "object"} for i, c in enumerate(vocab)],

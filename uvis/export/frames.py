@@ -84,6 +84,10 @@ def write_video_frames(info: VideoInfo, frames_dir: str | Path,
     Returns the video's folder.
     """
     target = Path(frames_dir) / info.name
+    src, dst = Path(info.path).resolve(), target.resolve()
+    if src == dst or dst in src.parents or src in dst.parents:
+        raise BadInputError(f"video {info.name}: exporting frames to {target} would overwrite its source "
+                            f"{info.path}; choose another frames folder")
     with atomic_dir(target) as tmp:
         for t, rgb in iter_processed_frames(info):
             write_jpeg(tmp / f"{t:05d}.jpg", rgb)

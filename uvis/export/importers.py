@@ -347,7 +347,7 @@ def _coco_images(data: Any, source: str) -> _CocoImages:
         seen.add(iid)
         h, w = _where_int(img, "height", where), _where_int(img, "width", where)
         fname = img["file_name"].replace("\\", "/")
-        video = img.get("video") if isinstance(img.get("video"), str) else (PurePosixPath(fname).parent.name or "images")
+        video = img["video"] if isinstance(img.get("video"), str) else (PurePosixPath(fname).parent.name or "images")
         frame = img.get("frame_index") if isinstance(img.get("frame_index"), int) else None
         per_video[video].append((fname, iid, h, w, frame))
     from uvis.video import natural_key
@@ -810,7 +810,8 @@ def import_fiftyone_curation(workspace: Any, dataset_name: str, *, dry_run: bool
             pidx = ds.values(f"frames.{fld}.detections.proposal_index")[s]
             for f, fn in enumerate(frame_numbers[s]):
                 for k, label_tags in enumerate(tags[f] or []):
-                    wanted = [tg for tg in (label_tags or []) if tg in ("accept", "reject") or tg.startswith("relabel:")]
+                    wanted = [tg for tg in (label_tags or [])
+                              if tg in ("accept", "reject") or tg.startswith("relabel:")]
                     if not wanted:
                         continue
                     where = f"dataset '{dataset_name}', video {name}, frame {fn}, {fld}[{k}]"

@@ -3,7 +3,7 @@
 Annotation file (DESIGN §4)::
 
     {"info": {...}, "licenses": [],
-     "videos": [{"id", "width", "height", "length",
+     "videos": [{"id", "name", "width", "height", "length",
                  "file_names": ["<video>/00000.jpg", ...],          # every processed frame
                  "uvis": {"name", "info": VideoInfo}}],
      "categories": [{"id": vocabulary index + 1, "name", "supercategory": "object"}],
@@ -101,7 +101,7 @@ def ytvis_annotation_dict(results: Mapping[str, VideoResult]) -> dict[str, Any]:
         info = r.info
         n_frames = info.num_frames
         videos.append({
-            "id": ids[name], "width": info.width, "height": info.height, "length": n_frames,
+            "id": ids[name], "name": name, "width": info.width, "height": info.height, "length": n_frames,
             "file_names": [frame_file_name(name, t) for t in range(n_frames)],
             "uvis": {"name": name, "info": info.to_dict()},
         })
