@@ -590,17 +590,22 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
         eval_btn.click(on_eval, [gt_path, gt_upload, *settings], [eval_md])
 
         # ------------------------------------------------------------ first render
-        def on_load(st: ViewState, *vals: Any) -> Any:
+        def on_load(st: ViewState) -> Any:
+            """A new session starts from the workspace's latest saved settings."""
+            cfg = ctrl.initial_config()
+            values = DecisionSettings.from_config(cfg).values()
+            n_out = 2 + len(settings) + 1 + n_view
             try:
-                fv = views.frame_view(ctrl, st, config_of(vals))
+                fv = views.frame_view(ctrl, st, cfg)
             except Exception as exc:  # noqa: BLE001
                 traceback.print_exc()
                 gr.Warning(_message(exc))
-                return (gr.skip(), gr.skip(), *[gr.skip()] * n_view)
+                return tuple([gr.skip()] * n_out)
             names_now = ctrl.video_names()
-            return (job_status(), gr.Dropdown(choices=names_now, value=fv.state.video), *out_view(fv))
+            return (job_status(), gr.Dropdown(choices=names_now, value=fv.state.video), *values,
+                    gr.Dropdown(choices=list(cfg.labeler.vocabulary)), *out_view(fv))
 
-        demo.load(on_load, [state, *settings], [job_line, video_dd, *view_out]) \
+        demo.load(on_load, [state], [job_line, video_dd, *settings, relabel_dd, *view_out]) \
             .then(on_stats, [state, *settings], stats_plot)
     return demo
 

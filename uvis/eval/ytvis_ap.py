@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from uvis import masks as mask_ops
 from uvis.errors import BadInputError
 from uvis.eval.ytvis_io import YtvisGroundTruth, YtvisTrack, parse_ground_truth, parse_results
 
@@ -198,7 +199,7 @@ def _frame_areas(track: YtvisTrack) -> np.ndarray:
     idx = [t for t, s in enumerate(segs) if s is not None]
     out = np.full(len(segs), np.nan)
     if idx:
-        out[idx] = mask_utils.area([segs[t] for t in idx])
+        out[idx] = mask_ops.area([segs[t] for t in idx])
     return out
 
 

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from pycocotools import mask as mask_utils
 
+from uvis import masks as mask_ops
 from uvis.errors import BadInputError
 from uvis.eval._rle import polygons_to_coco, to_coco
 from uvis.eval.frame_f1 import FrameObject
@@ -230,7 +231,7 @@ def frames_from_ytvis(gt: dict | YtvisGroundTruth, results: Sequence[Any] | None
             idx = [t for t, s in enumerate(tr.segmentations) if s is not None]
             if not idx:
                 continue
-            areas = mask_utils.area([tr.segmentations[t] for t in idx])
+            areas = mask_ops.area([tr.segmentations[t] for t in idx])
             for t, a in zip(idx, areas):
                 if a > 0:  # an empty mask means "not in this frame" (VIS models emit them)
                     frames[base + t].append(

@@ -50,6 +50,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from uvis import masks as mask_ops
 from uvis import masks as mask_utils
 from uvis.errors import BadInputError
 from uvis.types import Instances
@@ -163,7 +164,7 @@ class FileProposer:
         for i, b in enumerate(boxes):
             if b is not None:
                 box_arr[i] = b
-        keep = mask_utils.area(rles) > 0
+        keep = mask_ops.area(rles) > 0
         inst = Instances(boxes=box_arr, masks=rles, objectness=np.array([p.score for p in props], np.float32),
                          image_size=(H, W), frame=np.full(len(rles), t, np.int32))
         return inst[keep]
