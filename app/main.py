@@ -117,7 +117,8 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
                 curation_msg = gr.Markdown("", elem_id="curation-msg")
                 table = gr.Dataframe(headers=handlers.TABLE_HEADERS, interactive=False, elem_id="instance-table",
                                      label="instances of this frame (click a row to select)", max_height=320,
-                                     wrap=True)
+                                     wrap=True, column_widths=["36px", "84px", "96px", "64px", "118px", "84px",
+                                                               "56px", "300px", "190px"])
                 with gr.Accordion("Label by example: instances similar to the selected one", open=True):
                     similar_md = gr.Markdown("Relabel or accept an instance to see similar instances here.",
                                              elem_id="similar-msg")
@@ -238,6 +239,8 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
             comp.input(on_settings, [state, *settings], settings_out, trigger_mode="always_last")
         for comp in (vocab_tb, per_class_tb):
             comp.submit(on_settings, [state, *settings], settings_out)
+        for comp in (vocab_tb, templates_tb, per_class_tb):
+            comp.blur(on_settings, [state, *settings], settings_out, trigger_mode="always_last")
         apply_btn.click(on_settings, [state, *settings], settings_out)
 
         @guarded(n_view + 3)

@@ -28,6 +28,7 @@ class ServerState:
     payload: bytes = PAYLOAD
     drop_first_after: int | None = None  # first full-file response stops after this many bytes
     drop_every_after: int | None = None  # every response stops after this many bytes
+    ignore_range: bool = False  # answer 200 with the whole file, as servers without Range support do
     ranges: list[str | None] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -46,7 +47,7 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 state.ranges.append(header)
                 first = len(state.ranges) == 1
             start = 0
-            if header:
+            if header and not state.ignore_range:
                 start = int(header.removeprefix("bytes=").split("-")[0])
                 if start >= len(data):
                     self.send_response(416)
@@ -152,6 +153,22 @@ def test_interrupted_download_resumes_in_a_later_call(server: Server, cache: Pat
     path = weights.fetch(entry_for(server), progress=False)
     assert path.read_bytes() == PAYLOAD
     assert server.state.ranges == [f"bytes={kept}-"]
+
+
+def test_complete_partial_file_is_finished_without_a_body(server: Server, cache: Path) -> None:
+    cache.mkdir(parents=True)
+    (cache / "tiny.bin.part").write_bytes(PAYLOAD)  # e.g. killed between download and rename
+    path = weights.fetch(entry_for(server), progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert server.state.ranges == [f"bytes={len(PAYLOAD)}-"]  # answered 416: nothing left to send
+
+
+def test_server_without_range_support_restarts_the_file(server: Server, cache: Path) -> None:
+    cache.mkdir(parents=True)
+    (cache / "tiny.bin.part").write_bytes(PAYLOAD[:5000])
+    server.state.ignore_range = True
+    path = weights.fetch(entry_for(server), progress=False)
+    assert path.read_bytes() == PAYLOAD
 
 
 def test_checksum_mismatch_is_rejected(server: Server, cache: Path) -> None:

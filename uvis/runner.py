@@ -18,6 +18,10 @@ from uvis.types import Instances, VideoInfo
 from uvis.workspace import Workspace, video_name_for
 
 
+_SHARED_PROPOSERS = ("cutler", "detectron2")
+"""Backends whose proposer holds no per-video state: one instance serves every video."""
+
+
 class Cancelled(Exception):
     """Raised when a run is cancelled through its cancel event; the cache stays valid."""
 
@@ -52,6 +56,7 @@ class Runner:
         self.config = config.validate()
         self._embedder = embedder
         self._proposer_factory = proposer_factory
+        self._shared_proposer: Proposer | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -66,6 +71,10 @@ class Runner:
             return self._proposer_factory(video, info)
         from uvis.proposers.factory import make_proposer
 
+        if self.config.proposer.backend in _SHARED_PROPOSERS:  # stateless models: load the weights once
+            if self._shared_proposer is None:
+                self._shared_proposer = make_proposer(self.config.proposer, video, info)
+            return self._shared_proposer
         return make_proposer(self.config.proposer, video, info)
 
     def label_video(self, path: str | Path, *, name: str | None = None, progress: ProgressFn | None = None,

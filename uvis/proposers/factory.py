@@ -26,7 +26,8 @@ def make_proposer(cfg: ProposerConfig, video_name: str, info: VideoInfo | None =
     if cfg.backend == "cutler":
         from uvis.proposers.cutler import CutlerProposer
 
-        return CutlerProposer(cfg.cutler_weights, min_size=cfg.min_size, max_size=cfg.max_size, device=cfg.device)
+        return CutlerProposer(cfg.cutler_weights, min_size=cfg.min_size, max_size=cfg.max_size, device=cfg.device,
+                              nms_threshold=cfg.nms_threshold, max_per_frame=cfg.max_per_frame)
     if cfg.backend == "detectron2":
         from uvis.proposers.cutler.detectron2_backend import Detectron2Proposer
 

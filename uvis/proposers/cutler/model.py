@@ -107,7 +107,7 @@ class CutlerNet(nn.Module):
     # ------------------------------------------------------------------ stages
 
     def preprocess(self, images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        """Normalise and batch (3, h, w) float 0..255 RGB images.
+        """Normalise and batch (3, h, w) RGB images (uint8, or float in 0..255).
 
         Returns:
             (N, 3, Hp, Wp) float32, zero-padded bottom/right after normalisation to a
@@ -131,7 +131,7 @@ class CutlerNet(nn.Module):
         return self.backbone(batch)
 
     def forward_raw(self, images: Sequence[torch.Tensor], score_threshold: float = 0.0) -> list[RawDetections]:
-        """Run the whole network on (3, h, w) float 0..255 RGB images (any sizes).
+        """Run the whole network on (3, h, w) RGB images (uint8 or float 0..255, any sizes).
 
         ``score_threshold``: detections with score <= this are dropped before NMS (0.0
         keeps all, as CutLER's demo configuration).
