@@ -16,7 +16,13 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from app.backends import BackendChoice
+    from app.state import AppController
+    from uvis.config import Config
+    from uvis.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent
 EXAMPLE = REPO / "assets" / "examples" / "vtest_150.mp4"
@@ -60,31 +66,20 @@ def _config_file_sets(path: str | None, section: str) -> bool:
     return isinstance(data, dict) and isinstance(data.get(section), dict) and "backend" in data[section]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args, rest = make_parser().parse_known_args(argv)
-    run_args = label_options(rest)
-    workspace = Path(args.workspace).expanduser().resolve()
-    workspace.mkdir(parents=True, exist_ok=True)
-    # Gradio keeps uploads and served outputs in its cache folder: keep it inside the workspace.
-    os.environ.setdefault("GRADIO_TEMP_DIR", str(workspace / ".gradio"))
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+def run_config(run_args: argparse.Namespace, ws: "Workspace") -> tuple["Config", list["BackendChoice"]]:
+    """The labelling config with the best available backends, and the banner entries.
 
+    A backend named by a flag or the config file is kept as asked. New videos of a
+    workspace that already has videos use the embedder those were made with (decisions
+    need one embedding space).
+    """
     from dataclasses import replace
 
     from app.backends import BackendChoice, choose_embedder, choose_proposer
-    from app.main import launch
-    from app.state import AppController
     from uvis.cli import build_config
     from uvis.config import EmbedderConfig
-    from uvis.errors import UvisError
-    from uvis.workspace import Workspace, video_name_for
 
-    try:
-        cfg = build_config(run_args)
-        ws = Workspace(workspace)
-    except UvisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = build_config(run_args)
     config_file = getattr(run_args, "config", None)
     explicit_proposer = bool(getattr(run_args, "proposer", None) or getattr(run_args, "proposals_file", None)
                              or _config_file_sets(config_file, "proposer"))
@@ -92,7 +87,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     proposer_cfg, proposer_choice = choose_proposer(cfg.proposer, explicit_proposer)
     existing = [r for r in ws.db.videos() if r.cache_key]
     if existing and not explicit_embedder:
-        # keep the workspace consistent: new videos use the embedder its videos were made with
         meta = ws.load_cache(existing[0].name).meta
         embedder_cfg = EmbedderConfig(**meta.embedder_config)
         embedder_choice = BackendChoice("embedder", embedder_cfg.backend, "clip",
@@ -104,23 +98,55 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       "(relabel an instance and similar ones follow)")
     else:
         embedder_cfg, embedder_choice = choose_embedder(cfg.embedder, explicit_embedder)
-    run_cfg = cfg.replace(proposer=proposer_cfg, embedder=embedder_cfg)
-    ctrl = AppController(ws, run_cfg, [proposer_choice, embedder_choice])
+    return cfg.replace(proposer=proposer_cfg, embedder=embedder_cfg), [proposer_choice, embedder_choice]
 
-    names = {r.name: r for r in ws.db.videos()}
-    if args.video:
-        target = Path(args.video).expanduser().resolve()
-        name = video_name_for(target)
-        if names.get(name) is None or names[name].status != "done":
-            ctrl.add_video(target, name)
-    elif not existing and not args.no_example:
+
+def queue_start_jobs(ctrl: "AppController", ws: "Workspace", video: str | None, example: bool) -> None:
+    """Label ``video`` (or, in an empty workspace, the bundled example) and resume runs that
+    were cut off (status ``running``/``partial``) at their first missing frame."""
+    from uvis.workspace import video_name_for
+
+    records = {r.name: r for r in ws.db.videos()}
+    wanted = None
+    if video:
+        target = Path(video).expanduser().resolve()
+        wanted = video_name_for(target)
+        if wanted not in records or records[wanted].status != "done":
+            ctrl.add_video(target, wanted)
+    elif example and not any(r.cache_key for r in records.values()):
         ctrl.add_video(EXAMPLE, video_name_for(EXAMPLE))
-    for rec in names.values():  # a run killed mid-way resumes at its first missing frame
-        if rec.status in ("running", "partial") and Path(rec.path).exists() and rec.name != (
-                video_name_for(args.video) if args.video else None):
+    for rec in records.values():
+        if rec.status in ("running", "partial") and rec.name != wanted and Path(rec.path).exists():
             ctrl.add_video(Path(rec.path), rec.name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, rest = make_parser().parse_known_args(argv)
+    run_args = label_options(rest)
+    if args.video and not Path(args.video).expanduser().exists():
+        print(f"error: --video {args.video}: no such file or folder", file=sys.stderr)
+        return 2
+    workspace = Path(args.workspace).expanduser().resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    # Gradio keeps uploads and served outputs in its cache folder: keep it inside the workspace.
+    os.environ["GRADIO_TEMP_DIR"] = str(workspace / ".gradio")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+    from app.main import launch
+    from app.state import AppController
+    from uvis.errors import UvisError
+    from uvis.workspace import Workspace
+
+    try:
+        ws = Workspace(workspace)
+        cfg, backends = run_config(run_args, ws)
+    except UvisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ctrl = AppController(ws, cfg, backends)
+    queue_start_jobs(ctrl, ws, args.video, example=not args.no_example)
     if not args.quiet:
-        for c in (proposer_choice, embedder_choice):
+        for c in backends:
             print(f"{c.stage}: {c.live} — {c.reason}" + (f" (enable {c.preferred}: {c.enable_cmd})"
                                                          if c.degraded and c.enable_cmd else ""), file=sys.stderr)
         print(f"workspace: {ws.root}", file=sys.stderr)

@@ -74,7 +74,8 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
     def config_of(values: tuple[Any, ...]) -> Config:
         return handlers.build_config(ctrl.run_config, DecisionSettings(*values))
 
-    with gr.Blocks(title="UVIS Studio") as demo:
+    # rendered panels land in Gradio's cache (inside the workspace): drop files older than an hour
+    with gr.Blocks(title="UVIS Studio", delete_cache=(900, 3600)) as demo:
         state = gr.State(ViewState())
         with gr.Row():
             gr.Markdown("## UVIS Studio — unsupervised video instance segmentation pseudo-labels")
@@ -491,22 +492,34 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
 
         cancel_btn.click(on_cancel, [job_id], [jobs_msg, jobs_tbl])
 
-        def on_tick(st: ViewState, current: str | None, *vals: Any) -> Any:
+        jobs_sig = gr.State("")
+
+        def on_tick(st: ViewState, sig: str, *vals: Any) -> Any:
+            """Every second: job progress (only when it changed) and, after a job added or
+            extended a video, a fresh view and statistics."""
             status, rows = job_status(), jobs_rows()
+            new_sig = repr((status, rows))
+            job_out = (gr.skip(), gr.skip(), gr.skip()) if new_sig == sig else (status, rows, new_sig)
             ctrl.refresh_running()
+            skip_view = (gr.skip(), *[gr.skip()] * n_view, gr.skip())
             if st.generation == ctrl.generation:
-                return (status, rows, gr.skip(), *[gr.skip()] * n_view)
+                return (*job_out, *skip_view)
             try:
-                fv = views.frame_view(ctrl, st, config_of(vals))
+                cfg = config_of(vals)
+                fv = views.frame_view(ctrl, st, cfg)
+                stats: Any = gr.skip()
+                if fv.result is not None:
+                    from app.plots import stats_figure
+
+                    stats = stats_figure(fv.result)
             except Exception as exc:  # noqa: BLE001
                 gr.Warning(_message(exc))
-                return (status, rows, gr.skip(), *[gr.skip()] * n_view)
-            names_now = ctrl.video_names()
-            dd = gr.Dropdown(choices=names_now, value=fv.state.video)
-            return (status, rows, dd, *out_view(fv))
+                return (*job_out, *skip_view)
+            dd = gr.Dropdown(choices=ctrl.video_names(), value=fv.state.video)
+            return (*job_out, dd, *out_view(fv), stats)
 
-        timer.tick(on_tick, [state, video_dd, *settings], [job_line, jobs_tbl, video_dd, *view_out]) \
-            .then(on_stats, [state, *settings], stats_plot)
+        timer.tick(on_tick, [state, jobs_sig, *settings],
+                   [job_line, jobs_tbl, jobs_sig, video_dd, *view_out, stats_plot])
         video_dd.input(on_video, [state, video_dd, *settings], [*view_out, curation_msg]) \
             .then(on_stats, [state, *settings], stats_plot)
 

@@ -190,8 +190,9 @@ class AppController:
     def refresh_running(self, min_new_frames: int = 25, min_interval_s: float = 10.0) -> bool:
         """Reload the project while a job labels a loaded video, once it has cached at least
         ``min_new_frames`` more frames and ``min_interval_s`` passed (the view grows as the
-        job runs). Returns True if it reloaded."""
-        if self.jobs is None:
+        job runs). Only for small projects (a reload reads every cache). Returns True if it
+        reloaded."""
+        if self.jobs is None or len(self.video_names()) > 8:  # big projects: reload when the job ends
             return False
         now = time.monotonic()
         if now - self._last_refresh < min_interval_s:

@@ -129,8 +129,11 @@ class FilterConfig:
     Thresholds are in [0, 1]. ``clip_threshold_per_class`` overrides ``clip_threshold``
     for named classes. PMF: ``pmf_k`` prototypes per class (K-means, cosine),
     ``pmf_min_members`` below which a class is not filtered, ``pmf_max_samples`` caps
-    the members K-means sees per class (a seeded uniform sample; user exemplars always
-    included), ``pmf_iterations`` K-means iterations.
+    the members K-means sees per class (a seeded uniform sample, 64 per prototype at
+    K = 8, keeps re-deciding interactive; user exemplars always included; every member
+    still counts towards ``pmf_min_members`` and every instance is filtered),
+    ``pmf_iterations`` the maximum K-means iterations (stops early when assignments are
+    stable).
     """
 
     objectness_threshold: float = 0.7
@@ -140,7 +143,7 @@ class FilterConfig:
     pmf_threshold: float = 0.7
     pmf_k: int = 8
     pmf_min_members: int = 3
-    pmf_max_samples: int = 1024
+    pmf_max_samples: int = 512
     pmf_iterations: int = 10
     seed: int = 0
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from uvis.cache import VideoCache
 from uvis.config import Config
@@ -156,6 +157,7 @@ class Project:
         self.text_encoder_factory = text_encoder_factory
         self.curation = curation or (lambda name: [])
         self._label_memo: dict[tuple[str, str], LabelScores] = {}
+        self._blas = ThreadpoolController()
         self._topk_memo: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ text
@@ -213,7 +215,15 @@ class Project:
 
     # ------------------------------------------------------------------ decide
     def decide(self, config: Config, videos: Sequence[str] | None = None) -> dict[str, VideoResult]:
-        """Run every decision stage for all (or the named) videos; PMF memory is project-wide."""
+        """Run every decision stage for all (or the named) videos; PMF memory is project-wide.
+
+        BLAS runs single-threaded here: the matrices are small, and a multi-threaded BLAS
+        competing with a labelling job for the cores stalls for tens of milliseconds per call.
+        """
+        with self._blas.limit(limits=1, user_api="blas"):
+            return self._decide(config, videos)
+
+    def _decide(self, config: Config, videos: Sequence[str] | None) -> dict[str, VideoResult]:
         config.validate()
         names = list(self.caches)
         vocab = config.labeler.vocabulary

@@ -41,7 +41,7 @@ class MaskIoUMemo:
         """(len(rows), n_frame) IoUs of the given rows' masks against all masks of ``frame``."""
         sl = self._slices[frame]
         missing = [r for r in rows if (r, frame) not in self._memo]
-        if missing:
+        if missing:  # pycocotools skips pairs whose boxes do not overlap by itself
             ious = mask_ops.iou_matrix([self._masks[r] for r in missing], self._masks[sl])
             for r, row in zip(missing, ious):
                 self._memo[(r, frame)] = row
