@@ -42,6 +42,12 @@ def encode_many(masks: np.ndarray) -> list[RLE]:
     return list(rles)
 
 
+def to_coco(rle: RLE) -> RLE:
+    """The RLE in pycocotools' native form (``counts`` as bytes); accepted by every function here
+    and cheaper to pass repeatedly than the JSON form (``counts`` as str)."""
+    return _to_coco(rle)
+
+
 def _to_coco(rle: RLE) -> RLE:
     counts = rle["counts"]
     if isinstance(counts, list):  # uncompressed RLE

@@ -30,6 +30,7 @@ class MaskIoUMemo:
 
     def __init__(self, masks: list[RLE], frame_slices: list[slice]) -> None:
         self._masks = masks
+        self._native: list[RLE] | None = None  # pycocotools form, converted on first use
         self._slices = frame_slices
         self._memo: dict[tuple[int, int], np.ndarray] = {}
 
@@ -42,7 +43,9 @@ class MaskIoUMemo:
         sl = self._slices[frame]
         missing = [r for r in rows if (r, frame) not in self._memo]
         if missing:  # pycocotools skips pairs whose boxes do not overlap by itself
-            ious = mask_ops.iou_matrix([self._masks[r] for r in missing], self._masks[sl])
+            if self._native is None:
+                self._native = [mask_ops.to_coco(m) for m in self._masks]
+            ious = mask_ops.iou_matrix([self._native[r] for r in missing], self._native[sl])
             for r, row in zip(missing, ious):
                 self._memo[(r, frame)] = row
         if not rows:
