@@ -6,6 +6,7 @@ from uvis import masks as M
 from uvis.cache import CacheMeta, CacheWriter, VideoCache
 from uvis.config import Config
 from uvis.pipeline import open_project
+from uvis.testing import ToyTextEncoder, unit
 from uvis.text_cache import TextEmbeddingCache
 from uvis.types import Instances, Reason, VideoInfo
 from uvis.workspace import Workspace
@@ -14,21 +15,8 @@ H, W, D = 40, 80, 6
 VOCAB = ["cat", "dog", "cow"]
 
 
-def _unit(v):
-    v = np.asarray(v, np.float32)
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def _encoder(prompts):
-    """Deterministic text 'model': class direction + small template offset."""
-    out = []
-    for p in prompts:
-        cls = next(i for i, c in enumerate(VOCAB) if f" {c}" in p)
-        v = np.zeros(D)
-        v[cls] = 1.0
-        v[3 + (len(p) % 3)] = 0.1
-        out.append(v)
-    return _unit(out)
+_unit = unit
+_encoder = ToyTextEncoder(tuple(VOCAB), D)
 
 
 def _write_video(ws, name, n_frames=12, has_text=True):

@@ -22,6 +22,7 @@ from uvis.eval.workspace_eval import (
     table1_for_workspace,
 )
 from uvis.eval.ytvis_io import parse_ground_truth
+from uvis.testing import ToyTextEncoder, unit
 from uvis.types import Instances, Reason, VideoInfo
 
 H, W = 20, 40
@@ -139,20 +140,8 @@ D = 6
 VOCAB = ["cat", "dog", "cow"]
 
 
-def _unit(v):
-    v = np.asarray(v, np.float32)
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def _encoder(prompts):
-    out = []
-    for p in prompts:
-        cls = next(i for i, c in enumerate(VOCAB) if f" {c}" in p)
-        v = np.zeros(D)
-        v[cls] = 1.0
-        v[3 + (len(p) % 3)] = 0.1
-        out.append(v)
-    return _unit(out)
+_unit = unit
+_encoder = ToyTextEncoder(tuple(VOCAB), D)
 
 
 def _cat_mask(t):

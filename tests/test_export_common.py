@@ -27,6 +27,7 @@ from uvis.export.frames import iter_processed_frames, reading_parameters
 from uvis.pipeline import open_project
 from uvis.types import Instances, Reason
 from uvis.video import open_video
+from uvis.testing import ToyTextEncoder, unit  # noqa: F401 (unit re-exported for tests)
 from uvis.workspace import Workspace
 
 VOCAB = ["cat", "dog", "cow"]
@@ -35,21 +36,7 @@ SRC_W, SRC_H, SRC_FRAMES = 100, 60, 24
 STRIDE, MAX_SIDE = 2, 75
 
 
-def unit(v) -> np.ndarray:
-    v = np.asarray(v, np.float32)
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def text_encoder(prompts):
-    """Deterministic text 'model': class direction + small template offset."""
-    out = []
-    for p in prompts:
-        cls = next(i for i, c in enumerate(VOCAB) if f" {c}" in p)
-        v = np.zeros(D)
-        v[cls] = 1.0
-        v[3 + (len(p) % 3)] = 0.1
-        out.append(v)
-    return unit(out)
+text_encoder = ToyTextEncoder(tuple(VOCAB), D)
 
 
 def write_video(path: Path, n_frames: int = SRC_FRAMES, seed: int = 0) -> Path:
