@@ -502,7 +502,7 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
             job_out = (gr.skip(), gr.skip(), gr.skip()) if new_sig == sig else (status, rows, new_sig)
             ctrl.refresh_running()
             skip_view = (gr.skip(), *[gr.skip()] * n_view, gr.skip())
-            if st.generation == ctrl.generation:
+            if st.generation < 0 or st.generation == ctrl.generation:  # (< 0: the page load renders)
                 return (*job_out, *skip_view)
             try:
                 cfg = config_of(vals)

@@ -112,8 +112,24 @@ def wait_labelled(workspace: Path, timeout_s: float = 300) -> None:
     raise AssertionError("the example was not labelled in time")
 
 
+def share_fiftyone_database() -> None:
+    """Connect this process to FiftyOne's database first, so the app subprocess inherits the
+    port (``FIFTYONE_PRIVATE_DATABASE_PORT``) and both surely use the same database.
+
+    FiftyOne otherwise attaches to *any* running database service of the user, whatever
+    its database folder, so on a machine where other FiftyOne processes run, two
+    processes could end up on different databases."""
+    try:
+        import fiftyone as fo
+    except ImportError:
+        return
+    fo.list_datasets()
+    assert os.environ.get("FIFTYONE_PRIVATE_DATABASE_PORT"), "FiftyOne did not publish its database port"
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    share_fiftyone_database()
     ws = tmp_path_factory.mktemp("app") / "workspace"
     srv = AppServer(ws)
     srv.start()
@@ -315,7 +331,15 @@ def test_server_serves_no_file_outside_workspace_and_assets(server):
 def test_export_to_fiftyone_matches_kept_instances(page, server):
     pytest.importorskip("uvis.export.fiftyone_export", reason="the FiftyOne exporter has not landed yet")
     fo = pytest.importorskip("fiftyone")
-    name = f"uvis-browser-test-{os.getpid()}"
+    name = f"uvis-browser-test-{os.getpid()}-{int(time.time())}"
+    try:
+        _export_and_check(page, server, fo, name)
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
+def _export_and_check(page, server, fo, name: str) -> None:
     page.get_by_role("tab", name="Export").click()
     page.locator("#dataset-name textarea, #dataset-name input").first.fill(name)
     page.click("#export-fiftyone")
