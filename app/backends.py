@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uvis.config import EmbedderConfig, ProposerConfig
+from uvis.errors import BadInputError
 
 CUTLER_FETCH_CMD = "python -m uvis weights fetch {name}"
 CLIP_FETCH_CMD = ("python -c \"from uvis.embedders.clip import resolve_clip_weights; "
@@ -68,18 +69,11 @@ def clip_weights_available(model: str, pretrained: str) -> tuple[bool, str]:
     if path.is_file():
         return True, f"local checkpoint {path}"
     try:
-        import open_clip
-
-        if model == "uvis-tiny-vit":
-            from uvis.embedders.testing import register_tiny_clip
-
-            register_tiny_clip()
-        cfg = open_clip.get_pretrained_cfg(model, tag)
+        found = clip_mod.cached_clip_weights(model, tag)
+    except BadInputError as exc:
+        return False, str(exc)
     except Exception as exc:  # noqa: BLE001 - open_clip missing or broken: not available
         return False, f"open_clip cannot describe {model}/{tag}: {exc}"
-    if not cfg:
-        return False, f"'{tag}' is not a pretrained tag of open_clip model {model}"
-    found = clip_mod._find_cached(cfg, clip_mod.default_cache_dir())  # noqa: SLF001 - local lookup only
     if found:
         return True, f"cached weights {found}"
     return False, f"open_clip weights {model}/{tag} are not cached in {clip_mod.default_cache_dir()}"

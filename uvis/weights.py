@@ -259,48 +259,19 @@ def _transfer(entry: WeightsEntry, part: Path, progress: bool) -> bool:
     return True
 
 
-def _tcp_target(url: str) -> tuple[str, int] | None:
-    """(host, port) a request to ``url`` first connects to: the proxy requests would use, or the host."""
+def _check_reachable(entry: WeightsEntry) -> None:
+    """Fail within ``CONNECT_TIMEOUT_S`` when the URL's host (or its HTTPS proxy) cannot be
+    reached, name lookup included (see :func:`uvis.netcheck.network_reachable`)."""
     from urllib.parse import urlsplit
 
-    import requests
+    from uvis.netcheck import network_reachable
 
-    proxies = requests.utils.get_environ_proxies(url)
-    proxy = requests.utils.select_proxy(url, proxies)
-    parts = urlsplit(proxy if proxy and "://" in proxy else f"http://{proxy}" if proxy else url)
+    parts = urlsplit(entry.url)
     if not parts.hostname:
-        return None
-    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-
-
-def _check_reachable(entry: WeightsEntry) -> None:
-    """Fail within ``CONNECT_TIMEOUT_S`` when the URL's host (or proxy) cannot be reached.
-
-    Name lookup and TCP connect run in a daemon thread under one deadline: ``requests``'
-    connect timeout does not cover the lookup, which a dead DNS server can stall for long.
-    """
-    import socket
-    import threading
-
-    target = _tcp_target(entry.url)
-    if target is None:
         raise _missing(entry, f"the URL {entry.url!r} has no host")
-    outcome: list[BaseException | None] = []
-
-    def attempt() -> None:
-        try:
-            with socket.create_connection(target, timeout=CONNECT_TIMEOUT_S):
-                outcome.append(None)
-        except OSError as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=attempt, name="uvis-weights-connect", daemon=True)
-    worker.start()
-    worker.join(CONNECT_TIMEOUT_S)
-    if not outcome:
-        raise _missing(entry, f"{target[0]}:{target[1]} did not answer within {CONNECT_TIMEOUT_S:g} s (no network?)")
-    if outcome[0] is not None:
-        raise _missing(entry, f"cannot connect to {target[0]}:{target[1]} ({outcome[0]})")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not network_reachable(parts.hostname, port, CONNECT_TIMEOUT_S, tls=False):
+        raise _missing(entry, f"{parts.hostname}:{port} did not answer within {CONNECT_TIMEOUT_S:g} s (no network?)")
 
 
 def download(entry: WeightsEntry, *, progress: bool = True) -> Path:

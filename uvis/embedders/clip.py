@@ -124,6 +124,22 @@ def _missing_message(model_name: str, tag: str, cfg: dict[str, Any], cache_dir: 
     )
 
 
+def cached_clip_weights(model_name: str, pretrained: str, *, cache_dir: Path | None = None) -> str | None:
+    """Path of the cached weights of an open_clip pretrained tag, or None; never uses the network.
+
+    Raises:
+        BadInputError: ``pretrained`` is not a pretrained tag of ``model_name``.
+    """
+    import open_clip
+
+    if model_name == TINY_CLIP_NAME:
+        register_tiny_clip()
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        raise BadInputError(f"'{pretrained}' is not a pretrained tag of open_clip model {model_name}")
+    return _find_cached(cfg, cache_dir or default_cache_dir())
+
+
 def resolve_clip_weights(
     model_name: str, pretrained: str, *, seed: int = 0, cache_dir: Path | None = None
 ) -> ClipWeights:
