@@ -8,10 +8,9 @@ SYSTEM_PACKAGES := chromium ffmpeg opencv-doc
 
 .PHONY: demo test install system-deps bench clean-workspace
 
-$(STAMP): requirements.txt requirements-test.txt
+$(STAMP): requirements.txt requirements-test.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -r requirements-test.txt
+	$(PY) -m pip install -r requirements-test.txt -c constraints.txt
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
