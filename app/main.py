@@ -135,7 +135,9 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
                 with gr.Tabs():
                     with gr.Tab("Settings", id="settings"):
                         preset_dd = gr.Dropdown(choices=[(preset_names.get(k, k), k) for k in presets],
-                                                value=None, label="vocabulary preset", elem_id="preset")
+                                                value=next((k for k, v in presets.items()
+                                                            if v == list(init_cfg.labeler.vocabulary)), None),
+                                                label="vocabulary preset", elem_id="preset")
                         vocab_tb = gr.Textbox(s0.vocabulary, label="vocabulary (comma-separated; Enter applies)",
                                               lines=3, max_lines=8, elem_id="vocabulary")
                         templates_tb = gr.Textbox(s0.templates, label="prompt templates (one per line, {} = class)",
