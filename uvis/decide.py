@@ -124,6 +124,28 @@ def _apply_merges_splits(track_id: np.ndarray, frames: np.ndarray, cur: _Curatio
     return tid
 
 
+def _shared_embeddings(caches: dict[str, VideoCache]) -> tuple[dict[str, int], np.ndarray]:
+    """All videos' embeddings as one (N_total, D) array, and each video's row offset in it.
+
+    With several videos the array is built once and every cache's ``embeddings`` becomes
+    a view into it, so project-wide PMF needs no per-decision concatenation and no second
+    copy stays in memory.
+    """
+    offsets: dict[str, int] = {}
+    total = 0
+    for name, cache in caches.items():
+        offsets[name] = total
+        total += len(cache.instances)
+    arrays = [c.instances.embeddings for c in caches.values()]
+    assert all(a is not None for a in arrays)
+    if len(arrays) == 1:
+        return offsets, arrays[0]  # type: ignore[return-value]
+    shared = np.concatenate(arrays, axis=0)  # type: ignore[arg-type]
+    for name, cache in caches.items():
+        cache.instances.embeddings = shared[offsets[name]:offsets[name] + len(cache.instances)]
+    return offsets, shared
+
+
 def _key(*parts: object) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()
 
@@ -149,6 +171,7 @@ class Project:
             raise BadInputError(f"videos were embedded by different embedders ({', '.join(sorted(embedders))}); "
                                 "re-label them with one embedder")
         self.caches = caches
+        self._offsets, self._embeddings = _shared_embeddings(caches)
         first = next(iter(caches.values())).meta
         self.has_text = first.has_text
         self.logit_scale = first.logit_scale
@@ -242,7 +265,7 @@ class Project:
 
         fc = config.filters
         stage: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-        survivors_emb, survivors_lab = [], []
+        member_labels = np.full(len(self._embeddings), -1, np.int32)  # -1: not a PMF member
         for n in names:
             inst = self.caches[n].instances
             cur = curations[n]
@@ -255,15 +278,11 @@ class Project:
             stage[n] = (label, clip_score, decision, similarity)
             passed = (decision == Reason.KEPT)
             passed[list(cur.accepted)] = False  # exemplars enter the memory as exemplars
-            assert inst.embeddings is not None
-            survivors_emb.append(inst.embeddings[passed])
-            survivors_lab.append(label[passed])
-        dim = next(iter(self.caches.values())).meta.embedding_dim
+            member_labels[self._offsets[n]:self._offsets[n] + len(inst)][passed] = label[passed]
         memory = PrototypeMemory()
         if fc.pmf_enabled:
             memory = PrototypeMemory.build(
-                np.concatenate(survivors_emb) if survivors_emb else np.zeros((0, dim), np.float32),
-                np.concatenate(survivors_lab) if survivors_lab else np.zeros(0, np.int32),
+                self._embeddings, member_labels,
                 k=fc.pmf_k, iterations=fc.pmf_iterations, max_samples=fc.pmf_max_samples, seed=fc.seed,
                 exemplar_embeddings=exemplars[0], exemplar_labels=exemplars[1])
 

@@ -74,12 +74,13 @@ class PrototypeMemory:
         """Build the memory.
 
         Args:
-            embeddings: (M, D) normalised embeddings of score-filter survivors.
-            labels: (M,) their class indices.
+            embeddings: (M, D) normalised embeddings; only rows with a label >= 0 are members
+                (pass the whole project's table with -1 for instances that did not survive
+                the score filter: nothing is copied but the sampled members).
+            labels: (M,) class index of each member, -1 for non-members.
             exemplar_embeddings / exemplar_labels: (E, D) / (E,) user exemplars.
         """
-        dim = embeddings.shape[1] if embeddings.ndim == 2 and embeddings.shape[0] else (
-            exemplar_embeddings.shape[1] if exemplar_embeddings is not None and len(exemplar_embeddings) else 0)
+        dim = embeddings.shape[1] if embeddings.ndim == 2 else 0
         ex_emb = np.zeros((0, dim), np.float32) if exemplar_embeddings is None else exemplar_embeddings
         ex_lab = np.zeros(0, np.int32) if exemplar_labels is None else np.asarray(exemplar_labels)
         memory = cls()
@@ -87,13 +88,15 @@ class PrototypeMemory:
         for c in classes:
             if c < 0:
                 continue
-            own = embeddings[labels == c]
+            idx = np.flatnonzero(labels == c)
             ex = ex_emb[ex_lab == c]
             rng = np.random.default_rng([seed, int(c)])
-            if len(own) > max_samples:
-                own = own[np.sort(rng.choice(len(own), size=max_samples, replace=False))]
+            count = len(idx)
+            if count > max_samples:
+                idx = idx[np.sort(rng.choice(count, size=max_samples, replace=False))]
+            own = embeddings[idx]
             members = np.concatenate([ex, own], axis=0) if len(ex) else own
-            memory.member_counts[int(c)] = int((labels == c).sum() + len(ex))
+            memory.member_counts[int(c)] = int(count + len(ex))
             memory.prototypes[int(c)] = spherical_kmeans(
                 np.ascontiguousarray(members, dtype=np.float32), k, iterations, rng)
         return memory
@@ -103,12 +106,8 @@ class PrototypeMemory:
         out = np.full(len(labels), np.nan, dtype=np.float32)
         if not self.prototypes or not len(labels):
             return out
-        classes = sorted(self.prototypes)
-        protos = np.concatenate([self.prototypes[c] for c in classes])  # (sum K, D)
-        owner = np.concatenate([np.full(len(self.prototypes[c]), c) for c in classes])
-        sims = embeddings @ protos.T  # (N, sum K)
-        sims[owner[None, :] != labels[:, None]] = -np.inf
-        best = sims.max(axis=1)
-        has = np.isfinite(best)
-        out[has] = best[has]
+        for c, protos in self.prototypes.items():  # per class: only its own rows and prototypes
+            idx = np.flatnonzero(labels == c)
+            if len(idx):
+                out[idx] = (embeddings[idx] @ protos.T).max(axis=1)
         return out

@@ -32,7 +32,8 @@ class MaskIoUMemo:
         self._masks = masks
         self._native: list[RLE] | None = None  # pycocotools form, converted on first use
         self._slices = frame_slices
-        self._memo: dict[tuple[int, int], np.ndarray] = {}
+        # per frame: row -> position in that frame's IoU buffer, and the buffer (n_rows, n_frame)
+        self._memo: dict[int, tuple[dict[int, int], np.ndarray]] = {}
 
     def frame_start(self, frame: int) -> int:
         """Row of the first instance of ``frame``."""
@@ -41,16 +42,23 @@ class MaskIoUMemo:
     def rows_vs_frame(self, rows: list[int], frame: int) -> np.ndarray:
         """(len(rows), n_frame) IoUs of the given rows' masks against all masks of ``frame``."""
         sl = self._slices[frame]
-        missing = [r for r in rows if (r, frame) not in self._memo]
+        index, buf = self._memo.get(frame, (None, None))
+        if index is None:
+            index, buf = {}, np.zeros((0, sl.stop - sl.start))
+        missing = [r for r in rows if r not in index]
         if missing:  # pycocotools skips pairs whose boxes do not overlap by itself
+            if frame > 0:  # the usual link is from the previous frame: take all of it at once, so
+                prev = self._slices[frame - 1]  # a later threshold change finds its IoUs here
+                wanted = set(missing)
+                missing += [r for r in range(prev.start, prev.stop) if r not in index and r not in wanted]
             if self._native is None:
                 self._native = [mask_ops.to_coco(m) for m in self._masks]
             ious = mask_ops.iou_matrix([self._native[r] for r in missing], self._native[sl])
-            for r, row in zip(missing, ious):
-                self._memo[(r, frame)] = row
-        if not rows:
-            return np.zeros((0, sl.stop - sl.start))
-        return np.stack([self._memo[(r, frame)] for r in rows])
+            for r in missing:
+                index[r] = len(index)
+            buf = np.concatenate([buf, ious]) if len(buf) else ious
+            self._memo[frame] = (index, buf)
+        return buf[[index[r] for r in rows]]
 
 
 @dataclass
@@ -70,7 +78,6 @@ class _TrackStore:
 
     def __init__(self, dim: int, capacity: int = 64) -> None:
         self.n = 0
-        self.last = np.zeros((capacity, dim), np.float32)
         self.sum = np.zeros((capacity, dim), np.float32)
         self.count = np.zeros(capacity, np.float32)
         self.memory = np.zeros((capacity, dim), np.float32)  # normalised Q*
@@ -80,7 +87,7 @@ class _TrackStore:
     def add(self, k: int) -> np.ndarray:
         if self.n + k > len(self.count):
             cap = max(2 * len(self.count), self.n + k)
-            for name in ("last", "sum", "memory"):
+            for name in ("sum", "memory"):
                 arr = getattr(self, name)
                 grown = np.zeros((cap, arr.shape[1]), arr.dtype)
                 grown[: self.n] = arr[: self.n]
@@ -118,30 +125,33 @@ def track(frames: np.ndarray, rows: np.ndarray, embeddings: np.ndarray, cfg: Tra
     bounds = np.flatnonzero(np.diff(frames)) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [n]])
+    max_gap, max_cost = int(cfg.max_gap), float(cfg.max_cost)
     for a, b in zip(starts.tolist(), ends.tolist()):
         t = int(frames[a])
         q = embeddings[a:b]
         if len(active):
-            active = active[(t - store.last_frame[active] - 1) <= cfg.max_gap]
+            active = active[store.last_frame[active] >= t - 1 - max_gap]
         assigned = np.full(b - a, -1, dtype=np.int64)
         if len(active):
-            cos = store.memory[active] @ q.T
             frame_rows = rows[a:b] - iou.frame_start(t)
-            mious = iou.rows_vs_frame(store.last_row[active].tolist(), t)[:, frame_rows]
-            cost = w * (1.0 - cos) + (1.0 - w) * (1.0 - mious)
+            mious = iou.rows_vs_frame(store.last_row[active].tolist(), t)
+            if len(frame_rows) != mious.shape[1]:  # some instances of this frame were dropped
+                mious = mious[:, frame_rows]
+            # cost = w(1 - cos) + (1 - w)(1 - IoU) = 1 - (w cos + (1 - w) IoU)
+            cost = 1.0 - (w * (store.memory[active] @ q.T) + (1.0 - w) * mious)
             ti, ji = linear_sum_assignment(cost)
-            ok = cost[ti, ji] <= cfg.max_cost
+            ok = cost[ti, ji] <= max_cost
             assigned[ji[ok]] = active[ti[ok]]
         new = assigned < 0
         if new.any():
             slots = store.add(int(new.sum()))
             assigned[new] = slots
             active = np.concatenate([active, slots])
-        store.last[assigned] = q
         store.sum[assigned] += q
         store.count[assigned] += 1
         mem = lam * q + (1.0 - lam) * (store.sum[assigned] / store.count[assigned, None])
-        store.memory[assigned] = mem / np.maximum(np.linalg.norm(mem, axis=1, keepdims=True), 1e-12)
+        norms = np.sqrt(np.einsum("ij,ij->i", mem, mem))
+        store.memory[assigned] = mem / np.maximum(norms, 1e-12)[:, None]
         store.last_frame[assigned] = t
         store.last_row[assigned] = rows[a:b]
         out[a:b] = assigned
