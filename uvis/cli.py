@@ -152,11 +152,7 @@ def _run_show(args: argparse.Namespace) -> int:
     if not Path(args.workspace).is_dir():
         raise BadInputError(f"workspace not found: {args.workspace}")
     ws = Workspace(args.workspace)
-    if args.config:
-        cfg = Config.load(args.config)
-    else:
-        latest = ws.db.latest_config()
-        cfg = Config.from_dict(__import__("json").loads(latest[1])) if latest else Config()
+    cfg = ws.current_config(args.config)
     videos = [args.video] if args.video else None
     results = open_project(ws, videos).decide(cfg)
     print(format_counts(results))

@@ -10,10 +10,12 @@ Layout::
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from uvis.cache import VideoCache
+from uvis.config import Config
 from uvis.db import WorkspaceDB
 from uvis.errors import BadInputError
 
@@ -68,6 +70,14 @@ class Workspace:
             known = ", ".join(self.video_names()) or "none"
             raise BadInputError(f"video '{video}' is not in workspace {self.root} (videos: {known})")
         return VideoCache.load(self.cache_dir(video, rec.cache_key))
+
+    def current_config(self, path: str | Path | None = None) -> Config:
+        """The config to decide with: ``path`` if given, else the latest one saved in the
+        workspace database, else the defaults."""
+        if path:
+            return Config.load(path)
+        latest = self.db.latest_config()
+        return Config.from_dict(json.loads(latest[1])) if latest else Config()
 
     def close(self) -> None:
         self.db.close()

@@ -22,7 +22,6 @@ Masks of downscaled frames are resized (nearest neighbour) to the ground-truth s
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Mapping, Protocol
 
@@ -195,10 +194,9 @@ def workspace_config(workspace_dir: str | Path) -> Config:
         raise BadInputError(f"workspace not found: {path}")
     ws = Workspace(path)
     try:
-        latest = ws.db.latest_config()
+        return ws.current_config()
     finally:
         ws.close()
-    return Config.from_dict(json.loads(latest[1])) if latest else Config()
 
 
 # ----------------------------------------------------------------------------- helpers

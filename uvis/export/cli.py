@@ -90,18 +90,13 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _decide(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
-    from uvis.config import Config
     from uvis.pipeline import open_project
     from uvis.workspace import Workspace
 
     if not Path(args.workspace).is_dir():
         raise BadInputError(f"workspace not found: {args.workspace}")
     ws = Workspace(args.workspace)
-    if args.config:
-        cfg = Config.load(args.config)
-    else:
-        latest = ws.db.latest_config()
-        cfg = Config.from_dict(json.loads(latest[1])) if latest else Config()
+    cfg = ws.current_config(args.config)
     known = ws.video_names()
     if args.video:
         missing = [v for v in args.video if v not in known]
