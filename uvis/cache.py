@@ -64,16 +64,27 @@ class CacheMeta:
 
 
 class CacheWriter:
-    """Writes one video's cache frame by frame; resumable."""
+    """Writes one video's cache frame by frame; resumable.
 
-    def __init__(self, directory: Path, meta: CacheMeta) -> None:
+    ``prepare=True`` (the owner of the cache: the process that starts a run) creates the
+    folder, removes temporaries left by killed writers and writes ``meta.json``;
+    ``prepare=False`` attaches to a prepared cache to write frames only (the Ray
+    engine's workers, which may run beside other writers of the same video).
+    """
+
+    def __init__(self, directory: Path, meta: CacheMeta, *, prepare: bool = True) -> None:
         self.directory = Path(directory)
         self.frames_dir = self.directory / "frames"
-        self.frames_dir.mkdir(parents=True, exist_ok=True)
         self.meta = meta
-        for stale in self.frames_dir.glob(".*.tmp.npz"):  # left by a killed run
+        if prepare:
+            self.frames_dir.mkdir(parents=True, exist_ok=True)
+            self.remove_temporaries()
+            write_json_atomic(self.directory / "meta.json", meta.to_dict())
+
+    def remove_temporaries(self) -> None:
+        """Delete half-written frame files left by killed writers (call when no writer runs)."""
+        for stale in self.frames_dir.glob(".*.tmp.npz"):
             stale.unlink(missing_ok=True)
-        write_json_atomic(self.directory / "meta.json", meta.to_dict())
 
     def frame_path(self, t: int) -> Path:
         return self.frames_dir / f"{t:06d}.npz"

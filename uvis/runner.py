@@ -13,13 +13,46 @@ from typing import Callable
 from uvis.cache import CacheMeta, CacheWriter, VideoCache, cache_key
 from uvis.config import Config
 from uvis.embedders.base import Embedder
+from uvis.engines.local import label_frames
 from uvis.proposers.base import Proposer
 from uvis.types import Instances, VideoInfo
 from uvis.workspace import Workspace, video_name_for
 
 
-_SHARED_PROPOSERS = ("cutler", "detectron2")
+SHARED_PROPOSERS = ("cutler", "detectron2")
 """Backends whose proposer holds no per-video state: one instance serves every video."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What the cache records of the models that made it: the proposer's name and the
+    embedder's name, dimension D, text encoder presence and logit scale."""
+
+    proposer: str
+    embedder: str
+    embedding_dim: int
+    has_text: bool
+    logit_scale: float
+
+    @classmethod
+    def of(cls, proposer: Proposer, embedder: Embedder) -> "ModelIdentity":
+        return cls(proposer.name, embedder.name, int(embedder.dim), bool(embedder.has_text),
+                   float(embedder.logit_scale))
+
+
+def open_cache(workspace: Workspace, config: Config, path: str | Path, info: VideoInfo,
+               models: ModelIdentity) -> CacheWriter:
+    """The cache writer of video ``info.name`` made by ``models`` under ``config`` (meta.json
+    written, stale temporaries removed); its database row is recorded as ``running``."""
+    vc = config.video
+    key = cache_key(models.proposer, models.embedder, vc.stride, vc.max_side)
+    meta = CacheMeta(info=info, proposer=models.proposer, embedder=models.embedder,
+                     embedder_config=asdict(config.embedder), embedding_dim=models.embedding_dim,
+                     has_text=models.has_text, logit_scale=models.logit_scale)
+    writer = CacheWriter(workspace.cache_dir(info.name, key), meta)
+    workspace.db.upsert_video(info.name, str(Path(path).resolve()), cache_key=key, num_frames=info.num_frames,
+                              width=info.width, height=info.height, status="running")
+    return writer
 
 
 class Cancelled(Exception):
@@ -71,7 +104,7 @@ class Runner:
             return self._proposer_factory(video, info)
         from uvis.proposers.factory import make_proposer
 
-        if self.config.proposer.backend in _SHARED_PROPOSERS:  # stateless models: load the weights once
+        if self.config.proposer.backend in SHARED_PROPOSERS:  # stateless models: load the weights once
             if self._shared_proposer is None:
                 self._shared_proposer = make_proposer(self.config.proposer, video, info)
             return self._shared_proposer
@@ -94,35 +127,26 @@ class Runner:
             info = reader.info
             proposer = self._proposer(name, info)
             embedder = self.embedder
-            key = cache_key(proposer.name, embedder.name, vc.stride, vc.max_side)
-            meta = CacheMeta(info=info, proposer=proposer.name, embedder=embedder.name,
-                             embedder_config=asdict(self.config.embedder), embedding_dim=int(embedder.dim),
-                             has_text=bool(embedder.has_text), logit_scale=float(embedder.logit_scale))
-            directory = self.workspace.cache_dir(name, key)
-            writer = CacheWriter(directory, meta)
+            writer = open_cache(self.workspace, self.config, path, info, ModelIdentity.of(proposer, embedder))
+            directory = writer.directory
             db = self.workspace.db
-            db.upsert_video(name, str(Path(path).resolve()), cache_key=key, num_frames=info.num_frames,
-                            width=info.width, height=info.height, status="running")
             start = writer.first_missing()
             if progress:
                 progress(Progress(name, start, info.num_frames, start))
+
+            def check_cancel(t: int) -> None:
+                if cancel is not None and cancel.is_set():
+                    db.set_video_status(name, "cancelled")
+                    raise Cancelled(f"labelling of {name} cancelled at frame {t}")
+
+            def report(t: int) -> None:
+                if progress:
+                    progress(Progress(name, t + 1, info.num_frames, start))
+
             if start < info.num_frames:
                 proposer.reset()
-                warm = max(0, start - int(getattr(proposer, "context_frames", 0)))
-                for t, frame in reader.frames(start=warm):
-                    if cancel is not None and cancel.is_set():
-                        db.set_video_status(name, "cancelled")
-                        raise Cancelled(f"labelling of {name} cancelled at frame {t}")
-                    inst = proposer.propose(frame, t)
-                    if t < start:
-                        continue
-                    writer.write_frame(t, self._embed(embedder, frame, inst))
-                    if progress:
-                        progress(Progress(name, t + 1, info.num_frames, start))
+                label_frames(reader, proposer, embedder, writer, start=start, stop=info.num_frames,
+                             before_frame=check_cancel, after_frame=report)
             done = writer.first_missing()
             db.set_video_status(name, "done" if done >= info.num_frames else "partial")
         return VideoCache.load(directory)
-
-    def _embed(self, embedder: Embedder, frame, inst: Instances) -> Instances:
-        emb = embedder.embed_crops(frame, inst.boxes, inst.masks)
-        return inst.with_fields(embeddings=emb.reshape(len(inst), embedder.dim))
