@@ -33,13 +33,18 @@ def _free_port() -> int:
 class LocalRayCluster:
     """``ray start --head`` on 127.0.0.1 with ``num_cpus`` CPUs (see the module docstring).
 
+    ``hidden``: start the head, and so every worker, in a private mount namespace in
+    which this folder is an empty tmpfs: the cluster cannot see what the caller writes
+    there (a node without the shared storage; needs root and ``unshare``).
+
     Attributes:
         address: ``127.0.0.1:PORT`` for ``ray.init(address=...)`` / ``--address``.
         start_seconds: time until the head accepted connections.
     """
 
-    def __init__(self, num_cpus: int = 2, *, startup_timeout: float = 120.0) -> None:
+    def __init__(self, num_cpus: int = 2, *, startup_timeout: float = 120.0, hidden: Path | None = None) -> None:
         self.num_cpus = int(num_cpus)
+        self.hidden = hidden
         self.startup_timeout = float(startup_timeout)
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -65,6 +70,9 @@ class LocalRayCluster:
         cmd = [str(ray_cli), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
                "--port", str(self.port), "--num-cpus", str(self.num_cpus), "--num-gpus", "0",
                "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(self.temp_dir)]
+        if self.hidden is not None:
+            mount = 'mount -t tmpfs uvis-hidden "$0" && exec "$@"'
+            cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, str(self.hidden), *cmd]
         t0 = time.perf_counter()
         log = open(self.temp_dir / "head.log", "w")
         self._proc = subprocess.Popen(cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
