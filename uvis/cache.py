@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,6 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from uvis.errors import BadInputError
+from uvis.fsutil import atomic_path, atomic_write_text, clean_stale_temps
 from uvis.tracker import MaskIoUMemo
 from uvis.types import Instances, VideoInfo
 
@@ -52,13 +52,6 @@ def cache_key(settings: Mapping[str, Any]) -> str:
     """Folder name of a cache: a hash of :func:`cache_settings`."""
     raw = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(raw.encode()).hexdigest()[:12]
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temporary file and rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -135,9 +128,10 @@ class CacheWriter:
                                     "away to label the video again")
         self.frames_dir.mkdir(parents=True, exist_ok=True)
         self.meta = meta
-        for stale in self.frames_dir.glob(".*.tmp.npz"):  # left by a killed run
+        for stale in self.frames_dir.glob(".*.tmp.npz"):  # left by a killed run of an older version
             stale.unlink(missing_ok=True)
-        write_json_atomic(self.directory / "meta.json", meta.to_dict())
+        clean_stale_temps(self.frames_dir)  # left by a killed run
+        atomic_write_text(self.directory / "meta.json", json.dumps(meta.to_dict(), indent=1))
 
     def frame_path(self, t: int) -> Path:
         return self.frames_dir / f"{t:06d}.npz"
@@ -159,11 +153,10 @@ class CacheWriter:
                 raise ValueError(f"mask size {m['size']} differs from frame size {(h, w)} at frame {t}")
         emb = inst.embeddings.reshape(len(inst), -1) if len(inst) else np.zeros((0, self.meta.embedding_dim))
         path = self.frame_path(t)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, boxes=inst.boxes.astype(np.float32), objectness=inst.objectness.astype(np.float32),
-                 embeddings=emb.astype(np.float32),
-                 mask_counts=np.array([m["counts"] for m in inst.masks], dtype=np.str_))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, boxes=inst.boxes.astype(np.float32), objectness=inst.objectness.astype(np.float32),
+                     embeddings=emb.astype(np.float32),
+                     mask_counts=np.array([m["counts"] for m in inst.masks], dtype=np.str_))
 
 
 @dataclass
