@@ -131,6 +131,7 @@ class CacheWriter:
         for stale in self.frames_dir.glob(".*.tmp.npz"):  # left by a killed run of an older version
             stale.unlink(missing_ok=True)
         clean_stale_temps(self.frames_dir)  # left by a killed run
+        clean_stale_temps(self.directory)
         atomic_write_text(self.directory / "meta.json", json.dumps(meta.to_dict(), indent=1))
 
     def frame_path(self, t: int) -> Path:

@@ -8,7 +8,6 @@ import argparse
 import importlib
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from uvis.config import Config
@@ -162,9 +161,7 @@ def _run_show(args: argparse.Namespace) -> int:
     from uvis.stats import format_counts
     from uvis.workspace import Workspace
 
-    if not Path(args.workspace).is_dir():
-        raise BadInputError(f"workspace not found: {args.workspace}")
-    ws = Workspace(args.workspace)
+    ws = Workspace.existing(args.workspace)
     cfg = ws.current_config(args.config)
     videos = [args.video] if args.video else None
     results = open_project(ws, videos).decide(cfg)
@@ -210,8 +207,9 @@ def _add_missing(sub: argparse._SubParsersAction, commands: Sequence[str], modul
                                      f"install it with: {install}")
 
     for cmd in commands:
-        p = sub.add_parser(cmd, help=f"(unavailable: needs '{top}', install with {install})", add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p = sub.add_parser(cmd, help=f"(unavailable: needs '{top}', install with {install})", add_help=False,
+                           prefix_chars="\0")  # every argument is taken as is: the command only explains
+        p.add_argument("rest", nargs="*")
         p.set_defaults(func=fail)
 
 

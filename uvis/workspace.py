@@ -30,6 +30,7 @@ from uvis.cache import VideoCache
 from uvis.config import Config
 from uvis.db import WorkspaceDB
 from uvis.errors import BadInputError
+from uvis.fsutil import atomic_write_json, clean_stale_temps
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _VALID_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -96,6 +97,23 @@ class Workspace:
             reason = getattr(exc, "strerror", None) or ("too many nested folders" if isinstance(exc, RecursionError) else str(exc))
             raise BadInputError(f"workspace {shown} cannot be used: {reason}; choose a writable folder "
                                 "(--workspace)") from exc
+
+    @classmethod
+    def existing(cls, root: str | Path) -> "Workspace":
+        """Open a workspace folder that must exist already (``show``, ``export``, ``import``).
+
+        Raises:
+            BadInputError: no such folder (or its path cannot even be looked up)."""
+        try:
+            found = Path(root).expanduser().is_dir()
+        except OSError as exc:
+            found, why = False, f" ({exc.strerror or exc})"
+        else:
+            why = ""
+        if not found:
+            shown = str(root) if len(str(root)) <= 200 else f"{str(root)[:100]}... ({len(str(root))} characters)"
+            raise BadInputError(f"workspace not found: {shown}{why}; pass --workspace FOLDER")
+        return cls(root)
 
     @property
     def videos_dir(self) -> Path:
@@ -193,11 +211,10 @@ class Workspace:
 
     def register_source(self, name: str, source: VideoSource) -> None:
         """Record that ``name`` belongs to ``source`` (atomically; updates a moved path)."""
-        from uvis.cache import write_json_atomic
-
         folder = self.videos_dir / check_video_name(name)
         folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(folder / SOURCE_FILE, asdict(source))
+        clean_stale_temps(folder)  # a killed run's temporary source.json
+        atomic_write_json(folder / SOURCE_FILE, asdict(source), indent=1)
 
     def claim_video_name(self, path: str | Path, name: str | None = None) -> tuple[str, str | None]:
         """:meth:`resolve_video_name`, then :meth:`register_source`: returns ``(name, note)``.
