@@ -32,13 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from uvis.cache import CacheWriter
 from uvis.config import Config
 from uvis.engines.chunks import plan_chunks
 from uvis.engines.local import FrameError
 from uvis.engines.ray_worker import ChunkJob, ChunkResult, LabelWorker, WorkerInfo
 from uvis.errors import BadInputError, UvisError, require
-from uvis.runner import open_cache
+from uvis.runner import VideoRun, cache_meta
 from uvis.workspace import Workspace, video_name_for
 
 RAY_VERSION = "2.60.0"
@@ -144,7 +143,7 @@ LogFn = Callable[[str], None]
 @dataclass
 class _Video:
     path: Path
-    writer: CacheWriter
+    run: VideoRun
     failed: bool = False
 
 
@@ -176,8 +175,13 @@ class _Pool:
 
 
 def label_with_ray(workspace: Workspace, config: Config, videos: Sequence[Path], options: RayOptions, *,
-                   progress: ProgressFn | None = None, log: LogFn | None = None) -> RayRun:
+                   progress: ProgressFn | None = None, log: LogFn | None = None,
+                   on_started: Callable[[], None] | None = None) -> RayRun:
     """Label ``videos`` into ``workspace`` on Ray (see the module docstring).
+
+    Videos are named and recorded as the local engine does (:class:`uvis.runner.VideoRun`:
+    name clashes renamed, a video points at its new cache once a first frame of it is
+    cached); ``on_started`` is called once, when the first video has started.
 
     Returns:
         A :class:`RayRun`. Bad videos and failed chunks are reported in it (and through
@@ -198,16 +202,23 @@ def label_with_ray(workspace: Workspace, config: Config, videos: Sequence[Path],
     if started_ray:
         _connect(ray, options)
     pool: _Pool | None = None
+    state: dict[str, _Video] = {}
     try:
         pool = _start_workers(ray, workspace, config, options, say)
         run.workers = list(pool.infos)
         run.start_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
-        jobs, state = _plan(ray, pool, workspace, config, videos, options, run, say)
-        _execute(ray, pool, jobs, state, run, progress, say)
-        _finish(workspace, state, run)
+        jobs = _plan(ray, pool, workspace, config, videos, options, run, state, say)
+        _execute(ray, pool, jobs, state, run, progress, say, on_started or (lambda: None))
+        _finish(state, run)
         run.label_seconds = time.perf_counter() - t1
         return run
+    except BaseException as exc:
+        status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+        for video in state.values():
+            video.run.writer.remove_temporaries()
+            video.run.mark(status)
+        raise
     finally:
         if pool is not None:
             for actor in pool.actors:
@@ -295,28 +306,40 @@ def _unwrap(exc: Any) -> BaseException:
 
 
 def _plan(ray: Any, pool: _Pool, workspace: Workspace, config: Config, videos: Sequence[Path],
-          options: RayOptions, run: RayRun, say: LogFn) -> tuple[list[ChunkJob], dict[str, _Video]]:
+          options: RayOptions, run: RayRun, state: dict[str, "_Video"], say: LogFn) -> list[ChunkJob]:
+    """Open and name every video, prepare its cache and database row (into ``state``),
+    and cut its missing frames into chunks."""
     from uvis.video import open_video
 
     vc = config.video
-    infos, paths = [], []
+    opened = []
     for path in videos:
         try:
+            lookup = video_name_for(path)  # a file proposer's name for the video (a clash renames it)
+            name, source, note = workspace.resolve_video_name(path)
             with open_video(path, stride=vc.stride, max_frames=vc.max_frames, max_side=vc.max_side,
-                            name=video_name_for(path)) as reader:
-                infos.append(reader.info)
-                paths.append(Path(path))
+                            name=name) as reader:
+                info = reader.info
+                for warning in ([note] if note else []) + list(reader.warnings):
+                    say(f"warning: {warning}")
+            workspace.register_source(name, source)  # claimed now: a later video of the run cannot take it
+            opened.append((Path(path), lookup, source, info))
         except BadInputError as exc:  # one bad video of a dataset: report it, go on with the rest
             say(f"error: {exc}")
             run.failed.append(str(path))
-    if not infos:
-        return [], {}
-    identities = _get(ray, pool.actors[0].identify.remote(infos))
+    if not opened:
+        return []
+    identities = _get(ray, pool.actors[0].identify.remote([(lookup, info) for _, lookup, _, info in opened]))
     jobs: list[ChunkJob] = []
-    state: dict[str, _Video] = {}
-    for path, info, (models, context) in zip(paths, infos, identities):
-        writer = open_cache(workspace, config, path, info, models)
-        state[info.name] = _Video(path, writer)
+    for (path, lookup, source, info), (models, context) in zip(opened, identities):
+        try:
+            video_run = VideoRun(workspace, info.name, source, cache_meta(config, info, models))
+        except BadInputError as exc:  # e.g. a cache made with other settings is in the way
+            say(f"error: {exc}")
+            run.failed.append(str(path))
+            continue
+        state[info.name] = _Video(path, video_run)
+        writer = video_run.writer
         missing = [t for t in range(info.num_frames) if not writer.frame_path(t).is_file()]
         run.frames_total += info.num_frames
         run.frames_cached_before += info.num_frames - len(missing)
@@ -324,18 +347,23 @@ def _plan(ray: Any, pool: _Pool, workspace: Workspace, config: Config, videos: S
             say(f"{info.name}: {info.num_frames - len(missing)} of {info.num_frames} frames cached, "
                 f"{len(missing)} to do")
         for frames in plan_chunks(missing, chunk_frames=options.chunk_frames, stateful=context > 0):
-            jobs.append(ChunkJob(str(path), str(writer.directory), writer.meta, frames))
-    return jobs, state
+            jobs.append(ChunkJob(str(path), lookup, str(writer.directory), writer.meta, frames))
+    return jobs
 
 
 def _execute(ray: Any, pool: _Pool, jobs: list[ChunkJob], state: dict[str, _Video], run: RayRun,
-             progress: ProgressFn | None, say: LogFn) -> None:
+             progress: ProgressFn | None, say: LogFn, on_started: Callable[[], None]) -> None:
     queue = list(jobs)
     counted: set[tuple[str, int]] = set()
     done = run.frames_cached_before
+    pending = {job.video for job in jobs}
+    for video in state.values():  # nothing left to compute: started and done
+        if video.run.name not in pending:
+            video.run.started()
+            on_started()
 
     def count(job: ChunkJob) -> int:
-        writer = state[job.video].writer
+        writer = state[job.video].run.writer
         new = 0
         for t in range(job.frames.start, job.frames.stop):
             if (job.video, t) not in counted and writer.frame_path(t).is_file():
@@ -346,8 +374,13 @@ def _execute(ray: Any, pool: _Pool, jobs: list[ChunkJob], state: dict[str, _Vide
     if progress:
         progress(done, run.frames_total)
     while queue or pool.in_flight:
-        while queue and pool.submit(queue[0]):
-            queue.pop(0)
+        while queue:
+            if state[queue[0].video].failed:  # a chunk of it failed: no more work on it
+                queue.pop(0)
+            elif pool.submit(queue[0]):
+                queue.pop(0)
+            else:
+                break
         if not pool.in_flight:
             raise UvisError("every Ray worker died (restarts exhausted); finished frames are cached and a "
                             "re-run resumes at the missing ones")
@@ -357,6 +390,9 @@ def _execute(ray: Any, pool: _Pool, jobs: list[ChunkJob], state: dict[str, _Vide
             requeue = _collect(ray, pool, ref, job, i, state, run, say)
             if requeue:
                 queue.insert(0, job)
+            elif not state[job.video].failed:
+                state[job.video].run.started()
+                on_started()
             done += count(job)
         for job, _ in pool.in_flight.values():
             done += count(job)
@@ -395,12 +431,10 @@ def _collect(ray: Any, pool: _Pool, ref: Any, job: ChunkJob, i: int, state: dict
     return False
 
 
-def _finish(workspace: Workspace, state: dict[str, _Video], run: RayRun) -> None:
-    db = workspace.db
+def _finish(state: dict[str, _Video], run: RayRun) -> None:
     for name, video in state.items():
-        writer = video.writer
-        writer.remove_temporaries()  # half-written files of killed workers (no writer runs now)
-        complete = writer.first_missing() >= writer.meta.info.num_frames
-        db.set_video_status(name, "done" if complete else ("failed" if video.failed else "partial"))
-        if complete:
+        video.run.writer.remove_temporaries()  # half-written files of killed workers (no writer runs now)
+        if video.failed:
+            video.run.mark("failed")
+        elif video.run.finish():
             run.videos.append(name)

@@ -54,9 +54,11 @@ class WorkerInfo:
 
 @dataclass(frozen=True)
 class ChunkJob:
-    """Frames ``frames`` of video ``meta.info`` (file or folder ``path``) into the cache folder ``cache_dir``."""
+    """Frames ``frames`` of video ``meta.info`` (file or folder ``path``; a file proposer
+    looks it up as ``lookup``) into the cache folder ``cache_dir``."""
 
     path: str
+    lookup: str
     cache_dir: str
     meta: CacheMeta
     frames: FrameRange
@@ -150,13 +152,13 @@ class LabelWorker:
         return WorkerInfo(self.index, os.getpid(), node, socket.gethostname(), self.config.embedder.device,
                           torch.get_num_threads())
 
-    def identify(self, videos: list[VideoInfo]) -> list[tuple[ModelIdentity, int]]:
-        """Per video: the identity of the models that label it (the cache key's inputs)
-        and the proposer's ``context_frames`` (0: stateless)."""
+    def identify(self, videos: list[tuple[str, VideoInfo]]) -> list[tuple[ModelIdentity, int]]:
+        """Per ``(lookup name, info)``: the identity of the models that label the video
+        (the cache key's inputs) and the proposer's ``context_frames`` (0: stateless)."""
         embedder = self._models()
         out = []
-        for info in videos:
-            proposer = self._proposer(info)
+        for lookup, info in videos:
+            proposer = self._proposer(lookup, info)
             out.append((ModelIdentity.of(proposer, embedder), context_frames(proposer)))
         return out
 
@@ -170,7 +172,7 @@ class LabelWorker:
                 the driver (not the same file on every node).
         """
         reader = self._reader(job)
-        proposer = self._proposer(job.meta.info)
+        proposer = self._proposer(job.lookup, job.meta.info)
         proposer.reset()
         writer = CacheWriter(Path(job.cache_dir), job.meta, prepare=False)
         r = job.frames
@@ -193,13 +195,13 @@ class LabelWorker:
             self._shared_proposer = make_proposer(self.config.proposer, "", None)
         return self._embedder
 
-    def _proposer(self, info: VideoInfo) -> Proposer:
+    def _proposer(self, lookup: str, info: VideoInfo) -> Proposer:
         self._models()
         if self._shared_proposer is not None:
             return self._shared_proposer
         from uvis.proposers.factory import make_proposer
 
-        return make_proposer(self.config.proposer, info.name, info)
+        return make_proposer(self.config.proposer, lookup, info)
 
     def _reader(self, job: ChunkJob) -> VideoReader:
         reader = self._readers.get(job.path)
