@@ -51,8 +51,10 @@ def _frame_files(ws: Path) -> dict[str, Path]:
     return {f"{p.parents[2].name}/{p.name}": p for p in ws.glob("videos/*/*/frames/*.npz")}
 
 
-def _assert_same_caches(ws: Path, reference: Path) -> None:
+def _assert_same_caches(ws: Path, reference: Path, only: set[str] | None = None) -> None:
     mine, ref = _frame_files(ws), _frame_files(reference)
+    if only is not None:
+        mine = {k: p for k, p in mine.items() if k.split("/")[0] in only}
     assert sorted(mine) == sorted(ref)
     for key, path in ref.items():
         with np.load(path) as a, np.load(mine[key]) as b:
@@ -102,6 +104,23 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
                         "-frames:v", "24", "-c:v", "mjpeg", "-q:v", "3", str(out / name)], check=True)
         clips.append(out / name)
     return clips
+
+
+@pytest.fixture(scope="module")
+def broken_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 10-frame PNG folder whose frame 7 has an intact header but garbage pixels."""
+    import cv2
+
+    from uvis.video import open_video
+
+    folder = tmp_path_factory.mktemp("broken") / "broken"
+    folder.mkdir()
+    with open_video(EXAMPLE, max_frames=10, max_side=160) as reader:
+        for t, rgb in reader.frames():
+            cv2.imwrite(str(folder / f"{t:05d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    png = (folder / "00007.png").read_bytes()
+    (folder / "00007.png").write_bytes(png[:33] + bytes(range(200)))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -197,14 +216,16 @@ def test_engine_ray_without_ray_names_the_pip_command(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.ray
 def test_ray_motion_efficientnet_equals_local(cluster, dataset: list[Path], motion_reference: Reference,
-                                              tmp_path: Path) -> None:
+                                              broken_folder: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    r = _uvis([*map(str, dataset), *_ray_args(cluster, ws), *MOTION], env=cluster.env())
-    assert r.returncode == 0, r.stderr
+    r = _uvis([*map(str, dataset), str(broken_folder), *_ray_args(cluster, ws), *MOTION], env=cluster.env())
+    assert r.returncode == 2, r.stderr  # one video failed, the others are labelled
     assert len(re.findall(r"ray: worker \d: pid \d+ on 127\.0\.0\.1", r.stderr)) == 2, r.stderr
-    assert f"{MOTION_FRAMES} frames labelled, 0 already cached" in r.stderr
-    _assert_same_caches(ws, motion_reference.ws)
-    assert _statuses(ws) == {"vtest_150": "done", "walk": "done", "megamind": "done"}
+    # the failure names the worker, the video and the frame
+    assert re.search(r"failed: worker \d \(pid \d+ on 127\.0\.0\.1\) failed on broken frame 7: .*00007\.png", r.stderr)
+    assert f"{MOTION_FRAMES + 7} frames labelled, 0 already cached" in r.stderr
+    _assert_same_caches(ws, motion_reference.ws, only={"vtest_150", "walk", "megamind"})
+    assert _statuses(ws) == {"vtest_150": "done", "walk": "done", "megamind": "done", "broken": "failed"}
     assert r.stdout == motion_reference.stdout  # the decisions printed from the caches too
 
 

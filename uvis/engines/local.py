@@ -16,7 +16,6 @@ import numpy as np
 
 from uvis.cache import CacheWriter
 from uvis.embedders.base import Embedder
-from uvis.errors import BadInputError, UvisError
 from uvis.proposers.base import Proposer
 from uvis.types import Instances
 from uvis.video import VideoReader
@@ -31,21 +30,6 @@ def embed_instances(embedder: Embedder, frame: np.ndarray, inst: Instances) -> I
     """``inst`` with the crop embeddings (N, D) of ``frame`` (RGB uint8 (H, W, 3)) attached."""
     emb = embedder.embed_crops(frame, inst.boxes, inst.masks)
     return inst.with_fields(embeddings=emb.reshape(len(inst), embedder.dim))
-
-
-class FrameError(UvisError):
-    """Processing frame ``frame`` of ``video`` failed; ``message`` says how (picklable)."""
-
-    def __init__(self, video: str, frame: int, message: str) -> None:
-        super().__init__(video, frame, message)
-        self.video, self.frame, self.message = video, frame, message
-
-    def __str__(self) -> str:
-        return f"{self.video} frame {self.frame}: {self.message}"
-
-
-class BadFrameError(FrameError, BadInputError):
-    """A :class:`FrameError` caused by bad input (an undecodable frame): CLI exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +56,10 @@ def label_frames(reader: VideoReader, proposer: Proposer, embedder: Embedder, wr
             ``max(0, start - context_frames)``; 0 makes its state exactly that of an
             uninterrupted run). Ignored for stateless proposers.
         before_frame: called with ``t`` before each frame is read (may raise to stop,
-            e.g. on cancel).
+            e.g. on cancel); an error raised while processing frame ``t`` follows it.
         after_frame: called with ``t`` after frame ``t`` is in the cache.
     Raises:
-        FrameError: reading, proposing, embedding or writing frame ``t`` failed (the
-            message names the video and frame; ``__cause__`` is the original error);
-            :class:`BadFrameError` (a :class:`BadInputError`) when the input was bad.
+        whatever reading (BadInputError), the models or writing raise, unchanged.
     """
     n = reader.info.num_frames
     if not 0 <= start <= stop <= n:
@@ -94,21 +76,12 @@ def label_frames(reader: VideoReader, proposer: Proposer, embedder: Embedder, wr
             continue
         if before_frame is not None:
             before_frame(t)
-        try:
-            frame = reader.read(t)
-            inst = proposer.propose(frame, t)
-            if t < start or is_cached:
-                cached += int(is_cached)
-                continue
-            writer.write_frame(t, embed_instances(embedder, frame, inst))
-        except FrameError:
-            raise
-        except BadInputError as exc:
-            raise BadFrameError(reader.info.name, t, str(exc)) from exc
-        except UvisError as exc:
-            raise FrameError(reader.info.name, t, str(exc)) from exc
-        except Exception as exc:  # a model or I/O failure: name the frame it happened on
-            raise FrameError(reader.info.name, t, f"{type(exc).__name__}: {exc}") from exc
+        frame = reader.read(t)
+        inst = proposer.propose(frame, t)
+        if t < start or is_cached:
+            cached += int(is_cached)
+            continue
+        writer.write_frame(t, embed_instances(embedder, frame, inst))
         written += 1
         if after_frame is not None:
             after_frame(t)

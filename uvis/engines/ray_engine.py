@@ -34,8 +34,7 @@ from typing import Any, Callable, Sequence
 
 from uvis.config import Config
 from uvis.engines.chunks import plan_chunks
-from uvis.engines.local import FrameError
-from uvis.engines.ray_worker import ChunkJob, ChunkResult, LabelWorker, WorkerInfo
+from uvis.engines.ray_worker import ChunkJob, ChunkResult, FrameError, LabelWorker, WorkerInfo
 from uvis.errors import BadInputError, UvisError, require
 from uvis.runner import VideoRun, cache_meta
 from uvis.workspace import Workspace, video_name_for

@@ -22,7 +22,7 @@ from uvis.config import Config
 from uvis.embedders.base import Embedder
 from uvis.engines.chunks import FrameRange
 from uvis.engines.local import context_frames, label_frames
-from uvis.errors import BadInputError
+from uvis.errors import BadInputError, UvisError
 from uvis.proposers.base import Proposer
 from uvis.runner import SHARED_PROPOSERS, ModelIdentity
 from uvis.types import VideoInfo
@@ -30,6 +30,19 @@ from uvis.video import VideoReader
 
 _OPEN_READERS = 2
 """Videos a worker keeps open (chunks of one video often follow each other)."""
+
+
+class FrameError(UvisError):
+    """Processing frame ``frame`` of ``video`` failed on a worker; ``message`` says how
+    (picklable: it travels from the worker to the driver)."""
+
+    def __init__(self, video: str, frame: int | None, message: str) -> None:
+        super().__init__(video, frame, message)
+        self.video, self.frame, self.message = video, frame, message
+
+    def __str__(self) -> str:
+        where = self.video if self.frame is None else f"{self.video} frame {self.frame}"
+        return f"{where}: {self.message}"
 
 
 class WorkspaceNotShared(BadInputError):
@@ -167,17 +180,25 @@ class LabelWorker:
         """Label one chunk into its cache (frames already cached are not rewritten).
 
         Raises:
-            FrameError: naming the video and frame that failed.
-            BadInputError: the video cannot be opened here or reads differently than on
-                the driver (not the same file on every node).
+            FrameError: naming the video and the frame that failed (``frame`` None: the
+                video cannot be opened here, or reads differently than on the driver).
         """
-        reader = self._reader(job)
-        proposer = self._proposer(job.lookup, job.meta.info)
-        proposer.reset()
-        writer = CacheWriter(Path(job.cache_dir), job.meta, prepare=False)
-        r = job.frames
-        done = label_frames(reader, proposer, self._models(), writer, start=r.start, stop=r.stop,
-                            warm_from=r.warm_from)
+        current: list[int | None] = [None]
+
+        def at(t: int) -> None:
+            current[0] = t
+
+        try:
+            reader = self._reader(job)
+            proposer = self._proposer(job.lookup, job.meta.info)
+            proposer.reset()
+            writer = CacheWriter(Path(job.cache_dir), job.meta, prepare=False)
+            r = job.frames
+            done = label_frames(reader, proposer, self._models(), writer, start=r.start, stop=r.stop,
+                                warm_from=r.warm_from, before_frame=at)
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, UvisError) else f"{type(exc).__name__}: {exc}"
+            raise FrameError(job.video, current[0], message) from exc
         return ChunkResult(job, done.written, done.cached, os.getpid())
 
     def pid(self) -> int:
