@@ -277,6 +277,34 @@ def _choice(path: str, value: Any, choices: tuple[str, ...]) -> list[str]:
     return [] if value in choices else [f"{path} must be one of {', '.join(choices)}; got {value!r}"]
 
 
+
+def template_problem(template: object) -> str | None:
+    """Why ``template`` is not a prompt template, or None.
+
+    A template is text with exactly one ``{}`` (where the class name goes) and
+    otherwise literal text: no named or numbered fields (``{x}``, ``{0}``), no format
+    specs, no single ``{`` or ``}`` (write ``{{`` / ``}}`` for literal braces), so
+    ``template.format(name)`` can never fail.
+    """
+    import string
+
+    if not isinstance(template, str):
+        return f"must be text, not {type(template).__name__}"
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as exc:
+        return f"is not a valid template ({exc}); write '{{{{' and '}}}}' for literal braces"
+    if len(fields) != 1 or fields[0] != ("", "", None):
+        others = [("{" + n + (f"!{c}" if c else "") + (f":{sp}" if sp else "") + "}") for n, sp, c in fields
+                  if (n, sp, c) != ("", "", None)]
+        if others:
+            return (f"may contain only '{{}}' (the class name) and literal text, not {', '.join(others)}; "
+                    "write '{{' and '}}' for literal braces")
+        return f"must contain '{{}}' exactly once (the class name), found it {len(fields)} times"
+    return None
+
+
 def _errors(cfg: Config) -> list[str]:
     e: list[str] = []
     v, p, em, lab, f, t = cfg.video, cfg.proposer, cfg.embedder, cfg.labeler, cfg.filters, cfg.tracker
@@ -309,9 +337,10 @@ def _errors(cfg: Config) -> list[str]:
     if not isinstance(lab.templates, list) or not lab.templates:
         e.append("labeler.templates must be a non-empty list of templates containing '{}'")
     else:
-        for tpl in lab.templates:
-            if not isinstance(tpl, str) or tpl.count("{}") != 1:
-                e.append(f"labeler.templates entry {tpl!r} must contain '{{}}' exactly once (the class name)")
+        for i, tpl in enumerate(lab.templates):
+            problem = template_problem(tpl)
+            if problem:
+                e.append(f"labeler.templates[{i}] {tpl!r}: {problem}")
         if len(set(lab.templates)) != len(lab.templates):
             e.append("labeler.templates has duplicate templates")
     e += _choice("labeler.prompt_pooling", lab.prompt_pooling, ("max", "mean"))
