@@ -341,7 +341,8 @@ def _errors(cfg: Config) -> list[str]:
             problem = template_problem(tpl)
             if problem:
                 e.append(f"labeler.templates[{i}] {tpl!r}: {problem}")
-        if len(set(lab.templates)) != len(lab.templates):
+        texts = [t for t in lab.templates if isinstance(t, str)]
+        if len(set(texts)) != len(texts):
             e.append("labeler.templates has duplicate templates")
     e += _choice("labeler.prompt_pooling", lab.prompt_pooling, ("max", "mean"))
     e += _int("labeler.top_k", lab.top_k, 1, 1000)
@@ -351,7 +352,7 @@ def _errors(cfg: Config) -> list[str]:
     if not isinstance(f.clip_threshold_per_class, dict):
         e.append("filters.clip_threshold_per_class must be a mapping class -> threshold")
     else:
-        vocab = set(lab.vocabulary) if isinstance(lab.vocabulary, list) else set()
+        vocab = {c for c in lab.vocabulary if isinstance(c, str)} if isinstance(lab.vocabulary, list) else set()
         for cls_name, thr in f.clip_threshold_per_class.items():
             if cls_name not in vocab:
                 e.append(f"filters.clip_threshold_per_class names '{cls_name}', which is not in labeler.vocabulary")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
-from uvis.formats.base import (FormatError, at, int_value, is_int, is_number, number_value, require_list,
+from uvis.formats.base import (MAX_SIDE, FormatError, at, int_value, is_int, is_number, number_value, require_list,
                                require_object, side_value)
 from uvis.formats.json_io import read_json
 from uvis.formats.rle import RLE, parse_segmentation
@@ -130,6 +130,13 @@ class CocoDataset:
                 raise FormatError(f"{self.source}: images[{first.index}]", f"a second video named {name!r}",
                                   remedy="give the videos distinct folders or video_id/videos names")
             names[name] = key
+            names_seen: dict[str, int] = {}
+            for im in members:
+                if im.file_name is not None:
+                    if im.file_name in names_seen:
+                        raise FormatError(f"{self.source}: images[{im.index}]", f"file name {im.file_name!r} is also "
+                                                                                f"images[{names_seen[im.file_name]}]")
+                    names_seen[im.file_name] = im.index
             if all(im.frame_index is not None for im in members):
                 frames = {im.id: int(im.frame_index) for im in members}  # type: ignore[arg-type]
             else:
@@ -261,6 +268,8 @@ def parse_coco_annotations(entries: Any, dataset: CocoDataset, source: str, *, r
                 raise FormatError(at(where, "bbox"), "'bbox' must be [x, y, w, h] finite numbers", bb)
             if bb[2] < 0 or bb[3] < 0:
                 raise FormatError(at(where, "bbox"), "'bbox' has a negative width or height", bb)
+            if max(abs(float(v)) for v in bb) > 3 * MAX_SIDE:
+                raise FormatError(at(where, "bbox"), f"'bbox' values must lie within ±{3 * MAX_SIDE} pixels", bb)
             bbox = (float(bb[0]), float(bb[1]), float(bb[2]), float(bb[3]))
         crowd = a.get("iscrowd", 0)
         if not (crowd in (0, 1) and (is_int(crowd) or isinstance(crowd, bool))):

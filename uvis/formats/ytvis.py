@@ -330,8 +330,9 @@ def _bboxes(boxes: Any, video: YtvisVideo, where: str) -> None:
         raise FormatError(where, f"must be a list of {video.length} entries (the video length)",
                           boxes if not isinstance(boxes, list) else len(boxes))
     for t, b in enumerate(boxes):
-        if b is not None and not (isinstance(b, list) and len(b) == 4 and all(is_number(x) for x in b)):
-            raise FormatError(at(where, t), "a box must be [x, y, w, h] finite numbers or null", b)
+        if b is not None and not (isinstance(b, list) and len(b) == 4
+                                  and all(is_number(x) and abs(x) <= 3 * MAX_SIDE for x in b)):
+            raise FormatError(at(where, t), f"a box must be [x, y, w, h] numbers within ±{3 * MAX_SIDE} or null", b)
 
 
 def _segmentations(segs: Any, video: YtvisVideo, entry: str, allow_polygons: bool) -> tuple[RLE | None, ...]:
