@@ -12,20 +12,10 @@ from pycocotools import mask as mask_utils
 from uvis import masks as M
 from uvis.formats.base import MAX_SIDE, FormatError
 from uvis.formats.rle import coerce_native, decode_counts, parse_polygons, parse_rle, parse_segmentation
+from uvis.testing import column_runs
 
 
-def runs_of(mask: np.ndarray) -> list[int]:
-    """Column-major run lengths starting with zeros (the uncompressed COCO form)."""
-    out, cur, run = [], 0, 0
-    for v in mask.flatten(order="F").astype(int).tolist():
-        if v == cur:
-            run += 1
-        else:
-            out.append(run)
-            cur, run = v, 1
-    out.append(run)
-    return out
-
+runs_of = column_runs  # plain-loop reference
 
 def compressed(mask: np.ndarray) -> str:
     return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()

@@ -40,6 +40,7 @@ from uvis.eval.ytvis_io import frames_from_ytvis, load_ground_truth, load_result
 from uvis.export.importers import (load_ytvis_ground_truth, read_coco_instances, read_coco_predictions,
                                    read_ytvis_instances, read_ytvis_predictions)
 from uvis.proposers.file import FileProposer
+from uvis.testing import column_runs
 
 pytestmark = pytest.mark.reliability
 
@@ -59,16 +60,7 @@ def _rle(x0: int, x1: int) -> dict[str, Any]:
 def _runs(x0: int, x1: int) -> dict[str, Any]:
     m = np.zeros((H, W), np.uint8)
     m[10:40, x0:x1] = 1
-    flat = m.flatten(order="F").tolist()
-    out, cur, run = [], 0, 0
-    for v in flat:
-        if v == cur:
-            run += 1
-        else:
-            out.append(run)
-            cur, run = v, 1
-    out.append(run)
-    return {"size": [H, W], "counts": out}
+    return {"size": [H, W], "counts": column_runs(m)}
 
 
 def ytvis_gt() -> dict[str, Any]:
