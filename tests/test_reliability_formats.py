@@ -41,6 +41,7 @@ from uvis.export.importers import (load_ytvis_ground_truth, read_coco_instances,
                                    read_ytvis_instances, read_ytvis_predictions)
 from uvis.proposers.file import FileProposer
 from uvis.testing import column_runs
+from uvis.types import VideoInfo
 
 pytestmark = pytest.mark.reliability
 
@@ -92,6 +93,46 @@ def coco_gt() -> dict[str, Any]:
 def coco_pred() -> list[dict[str, Any]]:
     return [{"image_id": 1, "category_id": 1, "score": 0.8, "segmentation": _rle(4, 24), "bbox": [4, 10, 20, 30]},
             {"image_id": 3, "category_id": 1, "score": 0.3, "segmentation": _rle(50, 70)}]
+
+
+def _info() -> dict[str, Any]:
+    return VideoInfo(name="clip", path="/videos/clip.mp4", width=W, height=H, num_frames=N, fps=10.0,
+                     source_width=W, source_height=H, source_indices=tuple(range(N))).to_dict()
+
+
+def _columns(frames: list[int]) -> dict[str, list[Any]]:
+    n = len(frames)
+    return {"frame": frames, "proposal_index": [0] * n, "track_id": [3] * n, "label": [0] * n,
+            "objectness": [0.9] * n, "clip_score": [0.8] * n, "best_prompt": [0] * n, "decision": ["kept"] * n,
+            "similarity": [None] * n, "pmf_similarity": [0.5] * n, "box": [[4.0, 10.0, 24.0, 40.0]] * n,
+            "curated": [False] * n}
+
+
+def ytvis_export() -> dict[str, Any]:
+    """A YouTube-VIS file with the ``uvis`` extension fields our exporter writes."""
+    doc = ytvis_gt()
+    doc["videos"][0]["uvis"] = {"name": "clip", "info": _info()}
+    doc["annotations"] = [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0,
+                           "segmentations": [_rle(4, 24), _rle(5, 25)] + [None] * (N - 2),
+                           "uvis": {"track_id": 3, "track_label": 0, "track_score": 0.8,
+                                    "instances": _columns([0, 1])}}]
+    doc["uvis"] = {"version": "test", "config": config_doc(), "vocabulary": ["cat", "dog"],
+                   "prompts": ["a photo of cat", "a photo of dog"]}
+    return doc
+
+
+def coco_export() -> dict[str, Any]:
+    """A COCO file with the ``uvis`` extension fields our exporter writes."""
+    doc = coco_gt()
+    for im in doc["images"]:
+        im.update(video_id=1, frame_index=im["id"] - 1, video="clip")
+    doc["videos"] = [{"id": 1, "name": "clip"}]
+    doc["annotations"] = [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": _rle(4, 24),
+                           "area": 600, "bbox": [4, 10, 20, 30],
+                           "uvis": {k: v[0] for k, v in _columns([0]).items()}}]
+    doc["uvis"] = {"config": config_doc(), "vocabulary": ["cat"], "prompts": ["a photo of cat"],
+                   "videos": {"clip": _info()}}
+    return doc
 
 
 def config_doc() -> dict[str, Any]:
@@ -283,7 +324,7 @@ def mutate(doc: Any, rng: random.Random) -> tuple[Any, str]:
 def _fuzz_corpus(n_per_kind: int) -> list[tuple[str, Any, str]]:
     rng = random.Random(SEED)
     bases = {"ytvis_gt": ytvis_gt(), "ytvis_pred": ytvis_pred(), "coco_gt": coco_gt(), "coco_pred": coco_pred(),
-             "config": config_doc()}
+             "config": config_doc(), "ytvis_export": ytvis_export(), "coco_export": coco_export()}
     out = []
     for kind, base in bases.items():
         for _ in range(n_per_kind):
@@ -312,7 +353,10 @@ def _run_library(kind: str, path: Path, valid: dict[str, Path], frames: Path) ->
         evaluate_ytvis(gt, results, class_agnostic=True)
         read_ytvis_predictions(path, valid["ytvis_gt"])
         FileProposer(path, 1, index=valid["ytvis_gt"]).propose(np.zeros((H, W, 3), np.uint8), 0)
-    elif kind == "coco_gt":
+    elif kind == "ytvis_export":
+        read_ytvis_instances(path)
+        FileProposer(path, "clip").propose(np.zeros((H, W, 3), np.uint8), 1)
+    elif kind in ("coco_gt", "coco_export"):
         read_coco_instances(path)
         FileProposer(path, "clip").propose(np.zeros((H, W, 3), np.uint8), 0)
     elif kind == "coco_pred":
@@ -332,11 +376,13 @@ def _valid_files(root: Path) -> dict[str, Path]:
 
 def test_fuzzed_documents_succeed_or_raise_bad_input(tmp_path, frames_dir):
     valid = _valid_files(tmp_path)
-    for kind in ("ytvis_gt", "ytvis_pred", "coco_gt", "coco_pred", "config"):  # the bases themselves pass
-        base = {"ytvis_gt": ytvis_gt, "ytvis_pred": ytvis_pred, "coco_gt": coco_gt, "coco_pred": coco_pred,
-                "config": config_doc}[kind]()
-        assert _run_library(kind, _write(tmp_path / f"base_{kind}.json", base), valid, frames_dir) == "ok"
-    corpus = _fuzz_corpus(60)
+    bases = {"ytvis_gt": ytvis_gt, "ytvis_pred": ytvis_pred, "coco_gt": coco_gt, "coco_pred": coco_pred,
+             "config": config_doc, "ytvis_export": ytvis_export, "coco_export": coco_export}
+    for kind, make in bases.items():  # the bases themselves pass
+        assert _run_library(kind, _write(tmp_path / f"base_{kind}.json", make()), valid, frames_dir) == "ok"
+    exported = read_ytvis_instances(tmp_path / "base_ytvis_export.json")["clip"]
+    assert exported.instances.track_id.tolist() == [3, 3] and exported.prompts == ["a photo of cat", "a photo of dog"]
+    corpus = _fuzz_corpus(50)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     outcomes: dict[str, list[int]] = {}
     slowest = 0.0

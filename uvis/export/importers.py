@@ -134,6 +134,16 @@ def _parse_ytvis(data: Any, source: str):
     return parse_ytvis_dataset(data, source)
 
 
+def _extension(ext: dict[str, Any], source: str) -> tuple[list[str], dict[str, Any] | None]:
+    """(prompts, config) of a file's top-level ``uvis`` extension (our exports)."""
+    prompts, config = ext.get("prompts", []), ext.get("config")
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        raise BadInputError(f"{source}: uvis.prompts: must be a list of prompt texts (got {type(prompts).__name__})")
+    if config is not None and not isinstance(config, dict):
+        raise BadInputError(f"{source}: uvis.config: must be an object (the config that made the labels)")
+    return prompts, config
+
+
 def _video_name(v: dict[str, Any], fallback: str) -> str:
     ext = v.get("uvis")
     if isinstance(ext, dict) and isinstance(ext.get("name"), str) and ext["name"]:
@@ -148,6 +158,21 @@ def _foreign_info(name: str, width: int, height: int, length: int, file_names: S
                      frame_names=tuple(PurePosixPath(f.replace("\\", "/")).name for f in file_names))
 
 
+def _ext_info(obj: Any, where: str, whl: tuple[int, int, int], *, at_least: bool = False) -> VideoInfo:
+    """The ``VideoInfo`` of an export's ``uvis`` extension; its width, height and frame
+    count must equal ``whl`` (the file's own entries; with ``at_least``, frames >= the
+    last listed frame + 1)."""
+    try:
+        info = VideoInfo.from_dict(obj)
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise BadInputError(f"{where}: invalid video info ({type(exc).__name__}: {exc})") from exc
+    w, h, n = whl
+    if (info.width, info.height) != (w, h) or (info.num_frames < n if at_least else info.num_frames != n):
+        raise BadInputError(f"{where}: size/length {info.width}x{info.height}x{info.num_frames} disagrees with the "
+                            f"video entries {w}x{h}x{n}")
+    return info
+
+
 def _ytvis_videos(data: dict[str, Any], truth: Any, source: str,
                   frames_dir: Path | None) -> tuple[dict[int, str], dict[str, VideoInfo]]:
     names: dict[int, str] = {}
@@ -160,14 +185,7 @@ def _ytvis_videos(data: dict[str, Any], truth: Any, source: str,
             raise BadInputError(f"{source}: videos[{i}]: a second video named '{name}'")
         ext = v.get("uvis")
         if isinstance(ext, dict) and "info" in ext:
-            try:
-                info = VideoInfo.from_dict(ext["info"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise BadInputError(f"{source}: videos[{i}].uvis.info: invalid video info ({exc})") from exc
-            if (info.width, info.height, info.num_frames) != (meta.width, meta.height, meta.length):
-                raise BadInputError(f"{source}: videos[{i}].uvis.info: size/length "
-                                    f"{info.width}x{info.height}x{info.num_frames} disagrees with the video entry "
-                                    f"{meta.width}x{meta.height}x{meta.length}")
+            info = _ext_info(ext["info"], f"{source}: videos[{i}].uvis.info", (meta.width, meta.height, meta.length))
         else:
             folder = str(frames_dir / PurePosixPath(meta.file_names[0]).parent) if frames_dir and meta.file_names \
                 else ""
@@ -206,7 +224,7 @@ def read_ytvis_instances(json_path: str | Path, frames_dir: str | Path | None = 
     truth = _parse_ytvis(data, source)
     ext = data.get("uvis") if isinstance(data.get("uvis"), dict) else {}
     vocab, cat_index = _vocabulary(truth.categories)
-    prompts = [str(p) for p in ext.get("prompts", [])]
+    prompts, config = _extension(ext, source)
     names, infos = _ytvis_videos(data, truth, source, Path(frames_dir) if frames_dir else None)
     builders = {n: _TableBuilder(i.height, i.width) for n, i in infos.items()}
     for track in truth.annotations:
@@ -229,7 +247,7 @@ def read_ytvis_instances(json_path: str | Path, frames_dir: str | Path | None = 
     out: dict[str, ImportedVideo] = {}
     for name, b in builders.items():
         inst, user, pidx = b.build()
-        out[name] = ImportedVideo(name, infos[name], inst, vocab, prompts, user, pidx, ext.get("config"))
+        out[name] = ImportedVideo(name, infos[name], inst, vocab, prompts, user, pidx, config)
     return out
 
 
@@ -285,10 +303,8 @@ def _coco_images(data: Any, source: str) -> _CocoImages:
         for iid, t in video.frames.items():
             image[iid] = (video.name, t, h, w)
         if video.name in ext_videos:
-            try:
-                infos[video.name] = VideoInfo.from_dict(ext_videos[video.name])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise BadInputError(f"{source}: uvis.videos.{video.name}: invalid video info ({exc})") from exc
+            infos[video.name] = _ext_info(ext_videos[video.name], f"{source}: uvis.videos.{video.name}",
+                                          (w, h, max(video.frames.values()) + 1), at_least=True)
         else:
             infos[video.name] = _foreign_info(video.name, w, h, max(video.frames.values()) + 1, video.file_names)
     return _CocoImages(ds, image, infos, vocab, cat_index)
@@ -350,8 +366,8 @@ def read_coco_instances(json_path: str | Path) -> dict[str, ImportedVideo]:
     ext = data.get("uvis") if isinstance(data.get("uvis"), dict) else {}
     if "annotations" not in data:
         raise BadInputError(f"{source}: missing top-level list 'annotations'")
-    return _coco_table(data["annotations"], imgs, source, predictions=False, config=ext.get("config"),
-                       prompts=[str(p) for p in ext.get("prompts", [])])
+    prompts, config = _extension(ext, source)
+    return _coco_table(data["annotations"], imgs, source, predictions=False, config=config, prompts=prompts)
 
 
 def read_coco_predictions(results_path: str | Path, annotations_path: str | Path) -> dict[str, ImportedVideo]:
