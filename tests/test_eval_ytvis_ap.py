@@ -306,8 +306,8 @@ def test_validation_errors_name_file_and_entry(tmp_path: Path) -> None:
     bad_results([dict(r[0], segmentations=r[0]["segmentations"][:2])],
                 r"\[0\]: 'segmentations' has 2 entries but video 1 has length 3")
     bad_results([dict(r[0], segmentations=[box(0, 0, 3, 3, (10, 10)), None, None])],
-                r"\[0\]: segmentations\[0\]: RLE size \[10, 10\]")
-    bad_results([dict(r[0], score="high")], r"\[0\]: 'score' must be a finite number")
+                r"\[0\]\.segmentations\[0\]: RLE size \[10, 10\]")
+    bad_results([dict(r[0], score="high")], r"\[0\]\.score: must be a finite number \(got 'high'\)")
     bad_results({"not": "a list"}, "must be a JSON list")
 
     g_dup = copy.deepcopy(g)
