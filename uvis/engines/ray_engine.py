@@ -149,8 +149,7 @@ class _Video:
 class _Pool:
     """The actors, their pids and up to ``IN_FLIGHT_PER_WORKER`` chunks in flight each."""
 
-    def __init__(self, ray: Any, actors: list[Any], infos: list[WorkerInfo]) -> None:
-        self.ray = ray
+    def __init__(self, actors: list[Any], infos: list[WorkerInfo]) -> None:
         self.actors = actors
         self.infos = infos
         self.alive = [True] * len(actors)
@@ -212,11 +211,14 @@ def label_with_ray(workspace: Workspace, config: Config, videos: Sequence[Path],
         _finish(state, run)
         run.label_seconds = time.perf_counter() - t1
         return run
-    except BaseException as exc:
+    except BaseException as exc:  # interrupted, or every worker died: record what is there
         status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
         for video in state.values():
             video.run.writer.remove_temporaries()
-            video.run.mark(status)
+            if video.run.writer.first_missing() >= video.run.meta.info.num_frames:
+                video.run.finish()
+            else:
+                video.run.mark(status)
         raise
     finally:
         if pool is not None:
@@ -284,7 +286,7 @@ def _start_workers(ray: Any, workspace: Workspace, config: Config, options: RayO
             pass
     for w in infos:
         say(f"ray: {w.describe()}")
-    return _Pool(ray, actors, infos)
+    return _Pool(actors, infos)
 
 
 def _get(ray: Any, ref: Any) -> Any:
