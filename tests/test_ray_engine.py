@@ -66,7 +66,7 @@ def _assert_same_caches(ws: Path, reference: Path, only: set[str] | None = None)
 
 def _assert_every_frame_once(ws: Path, videos: dict[str, int]) -> None:
     for name, n in videos.items():
-        (cache,) = list((ws / "videos" / name).iterdir())
+        (cache,) = [d for d in (ws / "videos" / name).iterdir() if d.is_dir()]  # beside source.json
         names = sorted(p.name for p in (cache / "frames").iterdir())
         assert names == [f"{t:06d}.npz" for t in range(n)], f"{name}: {names}"  # no temporaries, no gaps
 
