@@ -14,7 +14,7 @@ from uvis.config import Config
 from uvis.errors import BadInputError, MissingDependencyError, UvisError
 
 # Sub-command modules that register themselves with ``add_parser(subparsers)``.
-_PLUGIN_MODULES = ("uvis.weights_cli", "uvis.eval.cli", "uvis.export.cli")
+_PLUGIN_MODULES = ("uvis.weights_cli", "uvis.eval.cli", "uvis.export.cli", "uvis.vis.train_cli")
 
 
 def _add_label(sub: argparse._SubParsersAction) -> None:

@@ -240,7 +240,7 @@ def read_rgb(path: str) -> np.ndarray:
 class FrameDataset(torch.utils.data.Dataset):
     """Map-style dataset indexed by ``(sample index, seed)`` pairs (see :class:`IterationSampler`).
 
-    Returns a dict: ``image`` (3, h, w) uint8 RGB tensor, ``masks`` (N, h, w) uint8,
+    Returns a dict: ``image`` (h, w, 3) uint8 RGB array, ``masks`` (N, h, w) uint8,
     ``labels`` (N,) int64, ``index`` (the sample index).
     """
 
@@ -266,7 +266,7 @@ class FrameDataset(torch.utils.data.Dataset):
         image, masks = self.augment(image, masks, np.random.default_rng(seed))
         labels = np.asarray(s.labels, np.int64)
         keep = masks.reshape(len(masks), -1).any(1) if len(masks) else np.zeros(0, bool)
-        return {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
+        return {"image": image,
                 "masks": torch.from_numpy(masks[keep]), "labels": torch.from_numpy(labels[keep]), "index": index}
 
 

@@ -19,7 +19,6 @@ thread count). Checkpoints are written atomically (temporary file, then rename) 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -128,26 +127,18 @@ def build_criterion(cfg: TrainConfig, num_classes: int) -> SetCriterion:
                         deep_supervision=cfg.deep_supervision)
 
 
-def batch_tensors(samples: list[dict[str, Any]], pixel_mean: Sequence[float], pixel_std: Sequence[float],
-                  size_divisibility: int, device: torch.device) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-    """Normalise and zero-pad a list of samples into ``images`` (B, 3, Hp, Wp) float32 and
-    targets (``labels`` (N,) int64, ``masks`` (N, Hp, Wp) float32 zero-padded), detectron2's
-    ``ImageList.from_tensors``: Hp, Wp = the batch maximum rounded up to ``size_divisibility``."""
-    h = max(int(s["image"].shape[1]) for s in samples)
-    w = max(int(s["image"].shape[2]) for s in samples)
-    hp = int(math.ceil(h / size_divisibility) * size_divisibility)
-    wp = int(math.ceil(w / size_divisibility) * size_divisibility)
-    mean = torch.tensor(pixel_mean, device=device).view(3, 1, 1)
-    std = torch.tensor(pixel_std, device=device).view(3, 1, 1)
-    images = torch.zeros((len(samples), 3, hp, wp), device=device)
+def batch_tensors(model: torch.nn.Module, samples: list[dict[str, Any]]
+                  ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Images through the model's own ``preprocess`` (normalise, zero-pad to a common multiple
+    of ``size_divisibility``: detectron2's ``ImageList``) -> (B, 3, Hp, Wp); targets per image:
+    ``labels`` (N,) int64 and ``masks`` (N, Hp, Wp) float32 zero-padded (``prepare_targets``)."""
+    images, sizes = model.preprocess([s["image"] for s in samples])
+    hp, wp = images.shape[-2:]
     targets = []
-    for i, s in enumerate(samples):
-        img = s["image"].to(device, non_blocking=True).float()
-        ih, iw = img.shape[1:]
-        images[i, :, :ih, :iw] = (img - mean) / std
-        m = torch.zeros((len(s["labels"]), hp, wp), device=device)
-        m[:, :ih, :iw] = s["masks"].to(device).float()
-        targets.append({"labels": s["labels"].to(device), "masks": m})
+    for s, (h, w) in zip(samples, sizes):
+        m = torch.zeros((len(s["labels"]), hp, wp), device=images.device)
+        m[:, :h, :w] = s["masks"].to(images.device).float()
+        targets.append({"labels": s["labels"].to(images.device), "masks": m})
     return images, targets
 
 
@@ -318,8 +309,7 @@ class Trainer:
     # ---------------------------------------------------------------- one step
     def step(self, samples: list[dict[str, Any]], iteration: int) -> dict[str, float]:
         """Forward, losses, backward, clip, optimizer and scheduler step of one iteration."""
-        mc = self.model_cfg
-        images, targets = batch_tensors(samples, mc.pixel_mean, mc.pixel_std, mc.size_divisibility, self.device)
+        images, targets = batch_tensors(self.core, samples)
         gen_device = self.device if self.device.type == "cuda" else torch.device("cpu")
         gen = torch.Generator(device=gen_device).manual_seed(
             int(np.random.default_rng([self.cfg.seed, iteration, self.dist.rank, 7]).integers(2 ** 62)))
