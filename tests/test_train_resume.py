@@ -53,12 +53,14 @@ def test_sigkill_then_resume_equals_uninterrupted(workspace, tmp_path):
     p = _train(workspace, killed, cfg, "--workers", "1")  # a worker process: batches must not depend on it
     marker = killed / "last_checkpoint"
     deadline = time.time() + 300
-    while not (marker.is_file() and marker.read_text().strip()):
-        assert p.poll() is None, f"run ended before its first checkpoint: {p.communicate()}"
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.05)
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
+    try:
+        while not (marker.is_file() and marker.read_text().strip()):
+            assert p.poll() is None, f"run ended before its first checkpoint: {p.communicate()}"
+            assert time.time() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+    finally:
+        os.kill(p.pid, signal.SIGKILL)  # the data-loader worker exits when its parent is gone
+        p.wait()
     assert p.returncode == -signal.SIGKILL
     assert not (killed / "model_final.pth").exists(), "killed before the end: no final model"
     ckpt_iter = int(marker.read_text().strip().split("_")[1].split(".")[0])

@@ -76,9 +76,9 @@ class TrainSet:
                    list(d.get("notes", [])))
 
     def save(self, path: str | Path) -> None:
-        from uvis.export._io import write_json_atomic
+        from uvis.fsutil import atomic_write_json
 
-        write_json_atomic(path, self.to_dict())
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainSet":

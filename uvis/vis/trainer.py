@@ -169,15 +169,14 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 def save_checkpoint(run_dir: Path, state: dict[str, Any], iteration: int, keep: int) -> Path:
     """Write ``checkpoints/iter_<iteration>.pth`` atomically, point ``last_checkpoint`` at it,
     delete periodic checkpoints beyond the newest ``keep``."""
-    from uvis.export._io import atomic_file
+    from uvis.fsutil import atomic_path, atomic_write_text
 
     folder = run_dir / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
     name = f"iter_{iteration:07d}.pth"
-    with atomic_file(folder / name) as tmp:
+    with atomic_path(folder / name) as tmp:
         torch.save(state, tmp)
-    with atomic_file(run_dir / LAST) as tmp:
-        tmp.write_text(name + "\n")
+    atomic_write_text(run_dir / LAST, name + "\n")
     for old in sorted(folder.glob("iter_*.pth"))[:-keep]:
         old.unlink(missing_ok=True)
     return folder / name
@@ -219,11 +218,10 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def _truncate_metrics(run_dir: Path, done: int) -> None:
     """Keep the metric lines of iterations <= ``done`` (a resumed run re-does the later ones)."""
-    from uvis.export._io import atomic_file
+    from uvis.fsutil import atomic_write_text
 
     keep = [json.dumps(m) for m in read_metrics(run_dir) if int(m.get("iter", 0)) <= done]
-    with atomic_file(run_dir / METRICS) as tmp:
-        tmp.write_text("".join(line + "\n" for line in keep))
+    atomic_write_text(run_dir / METRICS, "".join(line + "\n" for line in keep))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -304,7 +302,10 @@ class Trainer:
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
                                            collate_fn=collate, worker_init_fn=_worker_init,
                                            pin_memory=self.device.type == "cuda",
-                                           persistent_workers=False, prefetch_factor=4 if cfg.num_workers else None)
+                                           persistent_workers=False, prefetch_factor=4 if cfg.num_workers else None,
+                                           # fresh worker processes: OpenCV's thread pool and OpenMP
+                                           # deadlock in a child forked from a process that used them
+                                           multiprocessing_context="spawn" if cfg.num_workers else None)
 
     # ---------------------------------------------------------------- one step
     def step(self, samples: list[dict[str, Any]], iteration: int) -> dict[str, float]:
@@ -401,19 +402,19 @@ class Trainer:
         _barrier(self.dist)
 
     def write_run_files(self) -> None:
-        from uvis.export._io import write_json_atomic
+        from uvis.fsutil import atomic_write_json
 
         if not (self.run_dir / "data.json").is_file():
             self.data.save(self.run_dir / "data.json")
-        write_json_atomic(self.run_dir / "train_config.json",
+        atomic_write_json(self.run_dir / "train_config.json",
                           {"train": self.cfg.to_dict(), "model": self.model_cfg.to_dict(),
                            "classes": list(self.data.classes), "class_agnostic": self.data.class_agnostic,
                            "source": self.data.source, "world_size": self.dist.world}, indent=1)
 
     def save_final(self, path: Path) -> None:
-        from uvis.export._io import atomic_file
+        from uvis.fsutil import atomic_path
 
-        with atomic_file(path) as tmp:
+        with atomic_path(path) as tmp:
             torch.save({"model": model_state(self.model),
                         "uvis": {"model_config": self.model_cfg.to_dict(), "classes": list(self.data.classes),
                                  "iterations": self.iteration}}, tmp)
@@ -449,8 +450,7 @@ def load_init(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[st
 def _worker_init(_worker_id: int) -> None:
     import cv2
 
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # (the DataLoader already runs workers with one torch thread)
 
 
 def _memory_mb(device: torch.device) -> float:
