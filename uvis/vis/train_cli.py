@@ -37,10 +37,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--batch-size", type=int, help="override train.batch_size (images over all processes)")
     p.add_argument("--workers", type=int, help="override train.num_workers")
     p.add_argument("--class-agnostic", action="store_true", help="train one class 'object'")
+    p.add_argument("--round", type=int, help="train on this self-training round's videos (default: the latest; "
+                                             "round 1 = the workspace's own pseudo-labels)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+    r = subparsers.add_parser("rounds", help="the self-training round table of a workspace (kept, mF1, AP)")
+    r.add_argument("--workspace", "-w", required=True)
+    r.add_argument("--config", help="decide with this config (default: the workspace's current one)")
+    r.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    r.set_defaults(func=run_rounds)
     return p
+
+
+def run_rounds(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from uvis.vis.rounds import format_round_table, round_table
+
+    if not (Path(args.workspace) / "uvis.sqlite").is_file():
+        raise BadInputError(f"workspace not found: {args.workspace}")
+    rows = round_table(args.workspace, args.config)
+    print(json.dumps([asdict(r) for r in rows], indent=1) if args.json else format_round_table(rows))
+    return 0
 
 
 def build_train_config(args: argparse.Namespace) -> Any:
@@ -66,13 +86,36 @@ def load_train_set(args: argparse.Namespace, run_dir: Path, max_frames: int | No
     if args.resume and saved.is_file():
         return TrainSet.load(saved)
     if args.workspace:
+        videos = _round_videos(args)
         data = from_workspace(args.workspace, run_dir / "frames", config_path=args.ws_config,
-                              class_agnostic=True if args.class_agnostic else None)
+                              class_agnostic=True if args.class_agnostic else None, videos=videos)
     else:
         if not args.frames:
             raise BadInputError("--ytvis needs --frames FRAMES_DIR (the folder its file_names are relative to)")
         data = from_ytvis(args.ytvis, args.frames)
     return data.select_frames(max_frames)
+
+
+def _round_videos(args: argparse.Namespace) -> list[str] | None:
+    """The workspace videos of ``--round`` (default the latest round); None: all (no rounds)."""
+    from uvis.vis.rounds import latest_round, load_rounds, round_videos
+    from uvis.workspace import Workspace
+
+    root = Path(args.workspace)
+    if not (root / "uvis.sqlite").is_file():
+        raise BadInputError(f"workspace not found: {root} (label videos first: python -m uvis label VIDEO "
+                            f"--workspace {root})")
+    if args.round is None and not load_rounds(root):
+        return None
+    k = args.round if args.round is not None else latest_round(root)
+    ws = Workspace(root)
+    try:
+        names = ws.video_names()
+    finally:
+        ws.close()
+    vids = list(round_videos(root, k, names).values())
+    print(f"round {k}: {len(vids)} video(s)", file=sys.stderr)
+    return vids
 
 
 def resolve_init(name_or_path: str) -> dict:
