@@ -80,42 +80,19 @@ def build_train_config(args: argparse.Namespace) -> Any:
 
 
 def load_train_set(args: argparse.Namespace, run_dir: Path, max_frames: int | None) -> Any:
-    from uvis.vis.train_data import TrainSet, from_workspace, from_ytvis
+    from uvis.vis.train_data import TrainSet, from_ytvis
+    from uvis.vis.train_job import prepare_train_set
 
+    if args.workspace:
+        return prepare_train_set(args.workspace, run_dir, resume=args.resume, round=args.round,
+                                 class_agnostic=True if args.class_agnostic else None, ws_config=args.ws_config,
+                                 max_frames=max_frames)
     saved = run_dir / "data.json"
     if args.resume and saved.is_file():
         return TrainSet.load(saved)
-    if args.workspace:
-        videos = _round_videos(args)
-        data = from_workspace(args.workspace, run_dir / "frames", config_path=args.ws_config,
-                              class_agnostic=True if args.class_agnostic else None, videos=videos)
-    else:
-        if not args.frames:
-            raise BadInputError("--ytvis needs --frames FRAMES_DIR (the folder its file_names are relative to)")
-        data = from_ytvis(args.ytvis, args.frames)
-    return data.select_frames(max_frames)
-
-
-def _round_videos(args: argparse.Namespace) -> list[str] | None:
-    """The workspace videos of ``--round`` (default the latest round); None: all (no rounds)."""
-    from uvis.vis.rounds import latest_round, load_rounds, round_videos
-    from uvis.workspace import Workspace
-
-    root = Path(args.workspace)
-    if not (root / "uvis.sqlite").is_file():
-        raise BadInputError(f"workspace not found: {root} (label videos first: python -m uvis label VIDEO "
-                            f"--workspace {root})")
-    if args.round is None and not load_rounds(root):
-        return None
-    k = args.round if args.round is not None else latest_round(root)
-    ws = Workspace(root)
-    try:
-        names = ws.video_names()
-    finally:
-        ws.close()
-    vids = list(round_videos(root, k, names).values())
-    print(f"round {k}: {len(vids)} video(s)", file=sys.stderr)
-    return vids
+    if not args.frames:
+        raise BadInputError("--ytvis needs --frames FRAMES_DIR (the folder its file_names are relative to)")
+    return from_ytvis(args.ytvis, args.frames).select_frames(max_frames)
 
 
 def resolve_init(name_or_path: str) -> dict:
