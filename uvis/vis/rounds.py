@@ -91,6 +91,16 @@ def resolve_run(model: str | Path) -> tuple[Path, list[str] | None]:
     return ckpt, classes
 
 
+def round_args(workspace: str | Path, model: str | Path, k: int, *, device: str = "cpu", top_k: int = 10,
+               tracking: str = "minvis") -> Any:
+    """The ``predict --round`` arguments :func:`make_round` reads (for callers other than the CLI)."""
+    import argparse
+
+    return argparse.Namespace(workspace=str(workspace), model=str(model), round=int(k), inputs=[], device=device,
+                              vocabulary=None, quiet=True, top_k=top_k, tracking=tracking, config=None,
+                              embedder=None)
+
+
 def make_round(args: Any) -> int:
     """``predict --round k``: predict round k-1's videos with ``args.model``, import as round k."""
     from uvis.export.frames import reading_parameters
