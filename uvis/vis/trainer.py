@@ -259,6 +259,9 @@ class Trainer:
         model = build_minvis(self.model_cfg)
         if init is not None:
             load_init(model, init)
+        self.criterion = build_criterion(cfg, len(train_set.classes))
+        with torch.no_grad():  # the saved buffer states the no-object weight this model was trained with
+            model.criterion.empty_weight.copy_(self.criterion.empty_weight())
         model.to(self.device).train()
         self.core = model
         self.model: torch.nn.Module = model
@@ -270,7 +273,6 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _step_lambda(cfg.steps, cfg.gamma))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.criterion = build_criterion(cfg, len(train_set.classes))
         self.iteration = 0
 
     # ---------------------------------------------------------------- state
