@@ -1,4 +1,4 @@
-"""Command line: ``python -m uvis {label,show,config,weights,eval,export,import}``.
+"""Command line: ``python -m uvis {label,show,config,weights,eval,export,import,predict}``.
 
 Exit codes: 0 success, 2 bad input (:class:`BadInputError`), 1 internal error.
 """
@@ -14,7 +14,7 @@ from uvis.config import Config
 from uvis.errors import BadInputError, MissingDependencyError, UvisError
 
 # Sub-command modules that register themselves with ``add_parser(subparsers)``.
-_PLUGIN_MODULES = ("uvis.weights_cli", "uvis.eval.cli", "uvis.export.cli")
+_PLUGIN_MODULES = ("uvis.weights_cli", "uvis.eval.cli", "uvis.export.cli", "uvis.vis.cli")
 
 
 def _add_label(sub: argparse._SubParsersAction) -> None:

@@ -43,9 +43,60 @@ def unwrap_checkpoint(obj: Any) -> dict[str, Any]:
     return _unwrap(obj, "MinVIS/Mask2Former")
 
 
+_PICKLE_GLOBALS = frozenset({
+    ("collections", "OrderedDict"), ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+})
+"""What a detectron2 ``.pkl`` checkpoint (a pickled dict of numpy arrays) may reference."""
+
+
+def _load_pickle(path: Path) -> Any:
+    """Unpickle a detectron2 model-zoo ``.pkl`` allowing only numpy arrays and plain containers."""
+    import pickle
+
+    class _Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) not in _PICKLE_GLOBALS:
+                raise pickle.UnpicklingError(f"{path}: refusing to load {module}.{name} (only numpy arrays allowed)")
+            return super().find_class(module, name)
+
+    with open(path, "rb") as fh:
+        return _Restricted(fh, encoding="latin1").load()
+
+
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` of a ``.pth``; returns the state dict."""
-    return _load_file(path, "MinVIS/Mask2Former")
+    """The state dict of a checkpoint file: ``torch.load(path, weights_only=True)`` for ``.pth``,
+    a restricted unpickler (numpy arrays only) for detectron2 model-zoo ``.pkl`` files."""
+    path = Path(path)
+    if path.suffix != ".pkl":
+        return _load_file(path, "MinVIS/Mask2Former")
+    if not path.is_file():
+        raise BadInputError(f"MinVIS/Mask2Former weights file not found: {path}")
+    try:
+        obj = _load_pickle(path)
+    except Exception as exc:  # unpickling errors come in many types
+        raise CheckpointError(f"cannot read {path} as a detectron2 .pkl checkpoint: {exc}") from exc
+    return unwrap_checkpoint(obj)
+
+
+def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu",
+               cfg: MinVISConfig | None = None, offline: bool | None = None, progress: bool = True):
+    """Resolve weights (a registry name such as ``minvis_ytvis19_R50`` or a local file; see
+    :mod:`uvis.weights`), read them and build the model with :func:`uvis.vis.model.load_minvis`.
+
+    Raises:
+        MissingWeightsError: unknown name, or not cached and offline / no network.
+        CheckpointError: unreadable file or keys/shapes that do not fit.
+    """
+    from uvis import weights
+    from uvis.vis.model import load_minvis
+
+    path = weights.resolve(name_or_path, offline=offline, progress=progress)
+    try:
+        return load_minvis(load_checkpoint_file(path), cfg=cfg, device=device)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
 
 
 def _tensor(value: Any, key: str) -> torch.Tensor:
