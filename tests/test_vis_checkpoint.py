@@ -93,13 +93,19 @@ def test_detectron2_pickle_and_unsafe_pickles(tmp_path: Path, small_sd: dict[str
     assert set(load_checkpoint_file(pth)) == set(small_sd)
 
 
-def test_cutler_backbone_maps_onto_the_resnet(shared_fixtures: Path) -> None:
+def test_cutler_backbone_maps_onto_the_resnet(shared_fixtures: Path, tmp_path: Path) -> None:
     """CutLER's backbone.bottom_up.* weights give the same res2..res5 as the CutLER port's own ResNet."""
     from uvis.proposers.cutler.checkpoint import convert_detectron2_state_dict
     from uvis.proposers.cutler.model import CutlerNet
+    from uvis.proposers.cutler.testing import write_recipe_checkpoint
+    from uvis.vis.checkpoint import load_cutler_backbone
 
-    cutler_sd = recipe_state_dict(shared_fixtures / "cutler-ref" / "dev_astronaut.json")
+    manifest = shared_fixtures / "cutler-ref" / "dev_astronaut.json"
+    cutler_sd = recipe_state_dict(manifest)
     model = build_minvis(MinVISConfig(backbone="cutler", num_queries=10, dec_layers=1, enc_layers=1)).eval()
+    load_cutler_backbone(model, write_recipe_checkpoint(tmp_path / "cutler.pth", manifest))
+    torch.testing.assert_close(model.backbone.res3[0].conv2.norm.running_var,
+                               cutler_sd["backbone.bottom_up.res3.0.conv2.norm.running_var"])
     load_backbone(model, cutler_backbone_state_dict({"model": cutler_sd}))
     cutler = CutlerNet()
     expected = {k: v.shape for k, v in cutler.state_dict().items()}
