@@ -11,6 +11,7 @@ from uvis import masks as mask_utils
 from uvis.errors import BadInputError
 from uvis.proposers.base import Proposer
 from uvis.proposers.file import FileProposer
+from uvis.testing import column_runs
 
 H, W = 12, 16
 
@@ -23,16 +24,7 @@ def rect(x0: int, y0: int, x1: int, y1: int, h: int = H, w: int = W) -> np.ndarr
 
 def uncompressed(mask: np.ndarray) -> dict:
     """Uncompressed COCO RLE (column-major run lengths starting with zeros)."""
-    flat = mask.flatten(order="F").astype(np.uint8)
-    counts, cur, run = [], 0, 0
-    for v in flat:
-        if v == cur:
-            run += 1
-        else:
-            counts.append(run)
-            cur, run = v, 1
-    counts.append(run)
-    return {"size": list(mask.shape), "counts": counts}
+    return {"size": list(mask.shape), "counts": column_runs(mask)}
 
 
 def write(tmp_path: Path, name: str, data) -> Path:

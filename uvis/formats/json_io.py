@@ -24,7 +24,7 @@ MAX_DEPTH = 64
 #: Most JSON values (array entries + object members) in one file.
 MAX_ELEMENTS = 200_000_000
 #: Largest file read (bytes).
-MAX_BYTES = 4 << 30
+MAX_BYTES = 2 << 30
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 

@@ -30,6 +30,7 @@ RLE = dict[str, Any]
 
 #: Characters one run may take in compressed counts (see the module docstring).
 MAX_RUN_CHARS = 6
+_RLE_CHARS = bytes(range(48, 112))
 #: Polygon coordinates may reach this many frame sides beyond each edge.
 POLYGON_MARGIN = 1.0
 
@@ -41,14 +42,15 @@ def decode_counts(counts: bytes) -> np.ndarray:
         ValueError: with the reason, for characters outside ``'0'..'o'``, a run cut
             off at the end, a run longer than :data:`MAX_RUN_CHARS` characters.
     """
-    c = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
-    if c.size == 0:
+    if not counts:
         return np.zeros(0, np.int64)
-    bad = np.flatnonzero((c < 0) | (c > 63))
-    if len(bad):
-        raise ValueError(f"character {chr(int(c[bad[0]]) + 48)!r} at position {int(bad[0])} is not a compressed "
-                         "RLE character ('0'..'o')")
-    more = (c & 0x20) != 0
+    if counts.translate(None, _RLE_CHARS):  # a character outside '0'..'o' (C speed)
+        pos = next(i for i, ch in enumerate(counts) if not 48 <= ch <= 111)
+        raise ValueError(f"character {chr(counts[pos])!r} at position {pos} is not a compressed RLE character "
+                         "('0'..'o')")
+    c8 = np.frombuffer(counts, dtype=np.uint8)
+    more = c8 >= 80  # bit 0x20 of (char - 48): the run continues
+    c = c8.astype(np.int64) - 48
     if more[-1]:
         raise ValueError("the last run is cut off (truncated counts)")
     ends = np.flatnonzero(~more)
