@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
+from uvis.cache import VideoCache
 from uvis.engines.chunks import FrameRange, contiguous_runs, plan_chunks
 from uvis.engines.dataset import enumerate_videos
 from uvis.engines.ray_engine import INSTALL_RAY
@@ -51,24 +52,36 @@ def _frame_files(ws: Path) -> dict[str, Path]:
     return {f"{p.parents[2].name}/{p.name}": p for p in ws.glob("videos/*/*/frames/*.npz")}
 
 
+def _caches(ws: Path, only: set[str] | None = None) -> dict[str, VideoCache]:
+    """Every video cache of a workspace (per-frame files and consolidated columns alike)."""
+    out = {}
+    for meta in ws.glob("videos/*/*/meta.json"):
+        name = meta.parents[1].name
+        if only is None or name in only:
+            out[name] = VideoCache.load(meta.parent)
+    return out
+
+
 def _assert_same_caches(ws: Path, reference: Path, only: set[str] | None = None) -> None:
-    mine, ref = _frame_files(ws), _frame_files(reference)
-    if only is not None:
-        mine = {k: p for k, p in mine.items() if k.split("/")[0] in only}
+    mine, ref = _caches(ws, only), _caches(reference)
     assert sorted(mine) == sorted(ref)
-    for key, path in ref.items():
-        with np.load(path) as a, np.load(mine[key]) as b:
-            assert sorted(a.files) == sorted(b.files), key
-            for field in a.files:
-                assert a[field].dtype == b[field].dtype, (key, field)
-                assert np.array_equal(a[field], b[field]), f"{key}: {field} differs from the local engine"
+    for name, a in ref.items():
+        b = mine[name]
+        assert (a.num_cached, a.frame_slices) == (b.num_cached, b.frame_slices), name
+        for field in ("boxes", "objectness", "embeddings", "frame"):
+            x, y = getattr(a.instances, field), getattr(b.instances, field)
+            assert x.dtype == y.dtype and np.array_equal(x, y), f"{name}: {field} differs from the local engine"
+        assert a.instances.masks == b.instances.masks, f"{name}: masks differ from the local engine"
 
 
 def _assert_every_frame_once(ws: Path, videos: dict[str, int]) -> None:
     for name, n in videos.items():
-        (cache,) = [d for d in (ws / "videos" / name).iterdir() if d.is_dir()]  # beside source.json
-        names = sorted(p.name for p in (cache / "frames").iterdir())
-        assert names == [f"{t:06d}.npz" for t in range(n)], f"{name}: {names}"  # no temporaries, no gaps
+        (cache_dir,) = [d for d in (ws / "videos" / name).iterdir() if d.is_dir()]  # beside source.json
+        cache = VideoCache.load(cache_dir)
+        assert cache.complete and cache.num_cached == n and len(cache.frame_slices) == n, name
+        assert (cache_dir / f"columns-{n:06d}").is_dir()  # consolidated: every frame once, in order
+        leftovers = [p.name for p in cache_dir.rglob("*") if p.is_file() and "tmp" in p.name]
+        assert not leftovers and not list((cache_dir / "frames").glob("*.npz")), (name, leftovers)
 
 
 def _statuses(ws: Path) -> dict[str, str]:
@@ -223,7 +236,8 @@ def test_ray_motion_efficientnet_equals_local(cluster, dataset: list[Path], moti
     assert len(re.findall(r"ray: worker \d: pid \d+ on 127\.0\.0\.1", r.stderr)) == 2, r.stderr
     # the failure names the worker, the video and the frame
     assert re.search(r"failed: worker \d \(pid \d+ on 127\.0\.0\.1\) failed on broken frame 7: .*00007\.png", r.stderr)
-    assert f"{MOTION_FRAMES + 7} frames labelled, 0 already cached" in r.stderr
+    assert f"{MOTION_FRAMES + 7} frames labelled ({MOTION_FRAMES + 7} computed by workers), 0 already cached" \
+        in r.stderr
     _assert_same_caches(ws, motion_reference.ws, only={"vtest_150", "walk", "megamind"})
     assert _statuses(ws) == {"vtest_150": "done", "walk": "done", "megamind": "done", "broken": "failed"}
     assert r.stdout == motion_reference.stdout  # the decisions printed from the caches too
@@ -291,14 +305,20 @@ def test_killed_driver_resumes_without_recomputing_cached_frames(cluster, datase
         now = len(_frame_files(ws))
         if now != before:
             before, stable_since = now, time.monotonic()
-    snapshot = {k: (p.stat().st_ino, p.stat().st_mtime_ns) for k, p in _frame_files(ws).items()}
+    snapshot = {}
+    for key, path in _frame_files(ws).items():
+        with np.load(path) as d:
+            snapshot[key] = {f: d[f] for f in d.files}
     assert 10 <= len(snapshot) < MOTION_FRAMES
     r = _uvis([*map(str, dataset), *_ray_args(cluster, ws), *MOTION], env=cluster.env())
     assert r.returncode == 0, r.stderr
-    assert f"{MOTION_FRAMES - len(snapshot)} frames labelled, {len(snapshot)} already cached" in r.stderr
-    after = _frame_files(ws)
-    for key, stamp in snapshot.items():  # cached frames were neither recomputed nor rewritten
-        assert (after[key].stat().st_ino, after[key].stat().st_mtime_ns) == stamp, key
+    todo = MOTION_FRAMES - len(snapshot)  # the workers' own count: cached frames were not recomputed
+    assert f"{todo} frames labelled ({todo} computed by workers), {len(snapshot)} already cached" in r.stderr
+    caches = _caches(ws)
+    for key, arrays in snapshot.items():  # the cached frames are in the final cache as they were
+        video, t = key.split("/")[0], int(key.split("/")[1][:6])
+        rows = caches[video].frame_slices[t]
+        assert np.array_equal(caches[video].instances.boxes[rows], arrays["boxes"]), key
     _assert_every_frame_once(ws, {"vtest_150": 20, "walk": 20, "megamind": 20})
     _assert_same_caches(ws, motion_reference.ws)
 

@@ -171,8 +171,8 @@ def _label_ray(args: argparse.Namespace, ws, cfg: Config, inputs: list[Path],
     finally:
         for bar in bars:
             bar.close()
-    print(f"ray: {len(run.workers)} workers, {run.frames_written} frames labelled, {run.frames_cached_before} "
-          f"already cached, start-up {run.start_seconds:.1f} s, labelling {run.label_seconds:.1f} s", file=sys.stderr)
+    print(f"ray: {len(run.workers)} workers, {run.frames_written} frames labelled ({run.frames_computed} computed "
+          f"by workers), {run.frames_cached_before} already cached, start-up {run.start_seconds:.1f} s, labelling {run.label_seconds:.1f} s", file=sys.stderr)
     for f in run.failures:
         print(f"failed: {f.describe()}", file=sys.stderr)
     return run.videos, run.failed

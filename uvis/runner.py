@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from uvis.cache import CacheMeta, CacheWriter, VideoCache, cache_key, cache_settings
+from uvis.columns import ColumnsError, consolidate
 from uvis.config import Config
 from uvis.embedders.base import Embedder
 from uvis.engines.local import label_frames
@@ -99,6 +100,7 @@ class VideoRun:
             db.upsert_video(name, source.path, cache_key=None, num_frames=info.num_frames, width=info.width,
                             height=info.height, status="running")
         self._started = False
+        self.warnings: list[str] = []
 
     @property
     def directory(self) -> Path:
@@ -120,10 +122,17 @@ class VideoRun:
         self.workspace.db.set_video_status(self.name, status)
 
     def finish(self) -> bool:
-        """Record ``done`` (pointing the video here) or ``partial``; True when complete."""
+        """Record ``done`` (pointing the video here) or ``partial``; True when complete.
+
+        A complete cache is consolidated: one memory-mapped column set replaces its
+        per-frame files (if that fails, :attr:`warnings` says so and the files serve)."""
         complete = self.writer.first_missing() >= self.meta.info.num_frames
         if complete:
             self._point_here("done")
+            try:
+                consolidate(self.directory)
+            except (OSError, ColumnsError) as exc:
+                self.warnings.append(f"{self.name}: cache not consolidated into columns ({exc})")
         else:
             self.mark("partial")
         return complete
@@ -223,6 +232,7 @@ class Runner:
                 run.mark("failed")
                 raise
             run.finish()
+            warnings.extend(run.warnings)
         cache = VideoCache.load(directory)
         cache.warnings = warnings
         return cache

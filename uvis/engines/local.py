@@ -69,8 +69,9 @@ def label_frames(reader: VideoReader, proposer: Proposer, embedder: Embedder, wr
     if context > 0:
         first = max(0, start - context) if warm_from is None else max(0, min(int(warm_from), start))
     written = cached = 0
+    consolidated = writer.consolidated_frames()  # columns only appear when no writer runs
     for t in range(first, stop):
-        is_cached = t >= start and writer.frame_path(t).is_file()
+        is_cached = t >= start and writer.is_cached(t, consolidated)
         if is_cached and context == 0:
             cached += 1
             continue

@@ -119,7 +119,9 @@ class RayRun:
     ``videos``: workspace names of the videos whose every frame is cached;
     ``failed``: input paths that could not be labelled (bad video or a failed chunk);
     ``failures``: per-worker failures; ``frames_total``/``frames_cached_before``/
-    ``frames_written``: over the dataset; ``start_seconds``: connecting to Ray and
+    ``frames_written``: over the dataset (counted on disk); ``frames_computed``: frames the
+    workers reported proposing, embedding and writing (a chunk retried after its worker
+    died counts only the retry's frames); ``start_seconds``: connecting to Ray and
     starting the workers (models loaded); ``label_seconds``: the rest.
     """
 
@@ -130,6 +132,7 @@ class RayRun:
     frames_total: int = 0
     frames_cached_before: int = 0
     frames_written: int = 0
+    frames_computed: int = 0
     start_seconds: float = 0.0
     label_seconds: float = 0.0
 
@@ -208,7 +211,7 @@ def label_with_ray(workspace: Workspace, config: Config, videos: Sequence[Path],
         t1 = time.perf_counter()
         jobs = _plan(ray, pool, workspace, config, videos, options, run, state, say)
         _execute(ray, pool, jobs, state, run, progress, say, on_started or (lambda: None))
-        _finish(state, run)
+        _finish(state, run, say)
         run.label_seconds = time.perf_counter() - t1
         return run
     except BaseException as exc:  # interrupted, or every worker died: record what is there
@@ -341,7 +344,7 @@ def _plan(ray: Any, pool: _Pool, workspace: Workspace, config: Config, videos: S
             continue
         state[info.name] = _Video(path, video_run)
         writer = video_run.writer
-        missing = [t for t in range(info.num_frames) if not writer.frame_path(t).is_file()]
+        missing = writer.missing_frames()
         run.frames_total += info.num_frames
         run.frames_cached_before += info.num_frames - len(missing)
         if missing and len(missing) < info.num_frames:
@@ -367,7 +370,7 @@ def _execute(ray: Any, pool: _Pool, jobs: list[ChunkJob], state: dict[str, _Vide
         writer = state[job.video].run.writer
         new = 0
         for t in range(job.frames.start, job.frames.stop):
-            if (job.video, t) not in counted and writer.frame_path(t).is_file():
+            if (job.video, t) not in counted and writer.is_cached(t, 0):
                 counted.add((job.video, t))
                 new += 1
         return new
@@ -424,6 +427,7 @@ def _collect(ray: Any, pool: _Pool, ref: Any, job: ChunkJob, i: int, state: dict
         say(f"ray: {pool.name(i)} died and cannot be restarted ({type(exc).__name__}); "
             f"{job.describe()} goes to another worker")
         return True
+    run.frames_computed += result.written
     if result.pid != pool.infos[i].pid:
         old = pool.infos[i]
         say(f"ray: worker {i} (pid {old.pid} on {old.node}) died; Ray restarted it as pid {result.pid} "
@@ -432,10 +436,12 @@ def _collect(ray: Any, pool: _Pool, ref: Any, job: ChunkJob, i: int, state: dict
     return False
 
 
-def _finish(state: dict[str, _Video], run: RayRun) -> None:
+def _finish(state: dict[str, _Video], run: RayRun, say: LogFn) -> None:
     for name, video in state.items():
         video.run.writer.remove_temporaries()  # half-written files of killed workers (no writer runs now)
         if video.failed:
             video.run.mark("failed")
-        elif video.run.finish():
+        elif video.run.finish():  # complete: consolidated into columns
             run.videos.append(name)
+        for warning in video.run.warnings:
+            say(f"warning: {warning}")
