@@ -120,8 +120,8 @@ class RayRun:
     ``failed``: input paths that could not be labelled (bad video or a failed chunk);
     ``failures``: per-worker failures; ``frames_total``/``frames_cached_before``/
     ``frames_written``: over the dataset (counted on disk); ``frames_computed``: frames the
-    workers reported proposing, embedding and writing (a chunk retried after its worker
-    died counts only the retry's frames); ``start_seconds``: connecting to Ray and
+    workers reported proposing, embedding and writing in finished chunks (a chunk retried
+    after its worker died counts only the retry's frames, a failed chunk none); ``start_seconds``: connecting to Ray and
     starting the workers (models loaded); ``label_seconds``: the rest.
     """
 
