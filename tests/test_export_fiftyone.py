@@ -85,7 +85,9 @@ def test_dataset_layout(fo, exported):
             dets = frame.pseudo_labels.detections
             assert len(dets) == len(kept) and len(frame.dropped_labels.detections) == len(dropped)
             for d, row in zip(dets, kept):
-                assert d.index == inst.track_id[row] and d.label == labels[int(inst.track_id[row])]
+                # a person's class wins (the relabel to cow); other instances take their track's class
+                expected = r.vocabulary[inst.label[row]] if r.user[row] else labels[int(inst.track_id[row])]
+                assert d.index == inst.track_id[row] and d.label == expected
                 assert d.confidence == pytest.approx(float(inst.clip_score[row]))
                 assert d.objectness == pytest.approx(float(inst.objectness[row]))
                 assert d.best_prompt == r.prompts[inst.best_prompt[row]]

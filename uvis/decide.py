@@ -6,13 +6,19 @@ of a workspace and memoises what does not depend on the changed setting (labels 
 text-embedding set, mask IoUs for tracking).
 
 Order of one decision pass (DESIGN §1):
-    1. label every instance (prompt matching, or exemplar matching without CLIP);
-       relabelled instances take the user's label;
-    2. score filter (objectness, CLIP score with per-class overrides);
+    0. resolve each video's effective curation against its cache (:func:`uvis.curation.resolve`:
+       fingerprints, carry-over to a re-labelled cache, the list of what does not apply);
+    1. label every instance by the label source in effect (``labeler.label_source``:
+       prompt matching, exemplar matching, or class-agnostic ``object``); curated
+       instances take the class the person gave; their ``clip_score`` is the model's score
+       for that class (prompts: its probability; examples: its similarity to that class's
+       nearest exemplar; NaN when the class is not scored — never a made-up 1.0);
+    2. score filter (objectness, CLIP score with per-class overrides; off when class-agnostic);
     3. prototype memory from all videos' survivors plus user exemplars (accepted and
        relabelled instances), then PMF on survivors;
     4. user rejects -> ``user_reject``; accepted/relabelled instances are kept;
-    5. tracking of kept instances, then user merges and splits.
+    5. tracking of kept instances, then user merges and splits; track classes and the
+       class of every instance (:func:`uvis.curation.instance_classes`).
 """
 from __future__ import annotations
 
@@ -24,8 +30,9 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from uvis.cache import VideoCache
-from uvis.config import Config
-from uvis.db import CurationAction
+from uvis.config import CLASS_AGNOSTIC_NAME, Config, resolve_label_source
+from uvis.curation import Resolved, Unresolved, cache_key_of, instance_classes, resolve
+from uvis.db import CurationState, WorkspaceDB
 from uvis.errors import BadInputError
 from uvis.filters import pmf_filter, score_filter
 from uvis.labeler import LabelScores, match_exemplars, match_prompts
@@ -44,9 +51,15 @@ class VideoResult:
     """Decisions for one video.
 
     ``instances`` is the whole cached table (kept and dropped) with every derived
-    field set; ``user`` (N,) bool marks instances a person curated; ``top_classes`` /
+    field set (``label``: the matched label, or the person's class for curated
+    instances); ``user`` (N,) bool marks instances a person curated; ``top_classes`` /
     ``top_probs`` (N, k) the k best classes and probabilities per instance; ``tracks``
-    the track summaries (track label by score-weighted vote).
+    the track summaries; ``classes`` (N,) int32 the class of each instance as shown,
+    counted, exported and evaluated (:func:`uvis.curation.instance_classes`: the
+    person's class, else the track's class, else its own label); ``vocabulary`` the
+    classes in effect (``["object"]`` when class-agnostic); ``label_source`` the source
+    in effect (prompts | examples | none); ``unresolved`` the curation items that do not
+    apply to this cache (:mod:`uvis.curation`); ``cache_key`` the cache decided on.
     """
 
     info: VideoInfo
@@ -58,6 +71,10 @@ class VideoResult:
     top_classes: np.ndarray
     top_probs: np.ndarray
     tracks: list[TrackSummary] = field(default_factory=list)
+    classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    label_source: str = "prompts"
+    unresolved: list[Unresolved] = field(default_factory=list)
+    cache_key: str = ""
 
     @property
     def kept(self) -> np.ndarray:
@@ -66,43 +83,48 @@ class VideoResult:
         return self.instances.decision == Reason.KEPT
 
     def track_labels(self) -> dict[int, int]:
+        """Track id -> class (:func:`uvis.tracker.track_classes`)."""
         return {t.track_id: t.label for t in self.tracks}
+
+    def class_name(self, row: int) -> str | None:
+        """Name of the class of instance ``row`` as shown (None: unlabelled)."""
+        c = int(self.classes[row])
+        return self.vocabulary[c] if 0 <= c < len(self.vocabulary) else None
 
 
 @dataclass
 class _Curation:
-    label_override: dict[int, int]  # row -> class index
+    """Curation of one video in vocabulary terms (from :class:`uvis.curation.Resolved`)."""
+
+    label_override: dict[int, int]  # row -> class index a person gave
     accepted: set[int]  # rows kept by the user (accepted or relabelled)
     rejected: set[int]
     merges: list[tuple[int, int]]  # (row a, row b)
     splits: list[int]  # rows
+    order: dict[int, int]  # row -> id of the deciding action
+    unresolved: list[Unresolved]
 
 
-def _curation_for(cache: VideoCache, actions: Sequence[CurationAction], vocabulary: Sequence[str]) -> _Curation:
+def _curation_for(res: Resolved, vocabulary: Sequence[str], source: str, cache: VideoCache) -> _Curation:
+    """Map a resolved curation onto the vocabulary in effect.
+
+    Class-agnostic (``none``): every curated class is ``object``. Otherwise a class the
+    vocabulary lacks makes that item not apply (listed as ``class_outside_vocabulary``:
+    the instance is decided as if uncurated, so counts and exports agree).
+    """
     index = {name: i for i, name in enumerate(vocabulary)}
-    cur = _Curation({}, set(), set(), [], [])
-    for a in actions:
-        p = a.payload
-        try:
-            if a.action in ("accept", "reject", "relabel"):
-                row = cache.row(int(p["frame"]), int(p["index"]))
-                if a.action == "reject":
-                    cur.rejected.add(row)
-                    cur.accepted.discard(row)
-                else:
-                    cur.rejected.discard(row)
-                    cur.accepted.add(row)
-                    if a.action == "relabel":
-                        if p["label"] in index:
-                            cur.label_override[row] = index[p["label"]]
-                        # a label outside the current vocabulary cannot be shown; the
-                        # instance stays accepted with its matched label
-            elif a.action == "merge":
-                cur.merges.append((cache.row(*p["a"]), cache.row(*p["b"])))
-            elif a.action == "split":
-                cur.splits.append(cache.row(*p["at"]))
-        except BadInputError:
-            continue  # refers to frames not (yet) cached: ignored until they are
+    cur = _Curation({}, set(res.accepted), set(res.rejected), list(res.merges), list(res.splits),
+                    dict(res.order), list(res.unresolved))
+    for row, name in res.label.items():
+        if source == "none":
+            cur.label_override[row] = 0
+        elif name in index:
+            cur.label_override[row] = index[name]
+        else:
+            cur.accepted.discard(row)
+            frame = int(cache.instances.frame[row])  # type: ignore[index]
+            cur.unresolved.append(Unresolved(res.order.get(row, 0), "relabel", frame,
+                                             row - cache.frame_slices[frame].start, "class_outside_vocabulary"))
     return cur
 
 
@@ -158,12 +180,12 @@ class Project:
         text_cache: prompt-embedding cache of that embedder (for CLIP-like embedders).
         text_encoder_factory: zero-argument callable returning a text encoder, called only
             when a prompt is missing from ``text_cache`` (loading a model lazily).
-        curation: ``video -> effective curation actions`` (from the workspace database).
+        db: the workspace database holding the curation log (None: no curation).
     """
 
     def __init__(self, caches: dict[str, VideoCache], *, text_cache: TextEmbeddingCache | None = None,
                  text_encoder_factory: Callable[[], TextEncoder] | None = None,
-                 curation: Callable[[str], Sequence[CurationAction]] | None = None) -> None:
+                 db: WorkspaceDB | None = None) -> None:
         if not caches:
             raise BadInputError("the project has no labelled videos yet")
         embedders = {c.meta.embedder for c in caches.values()}
@@ -178,7 +200,8 @@ class Project:
         self.embedder_name = first.embedder
         self.text_cache = text_cache
         self.text_encoder_factory = text_encoder_factory
-        self.curation = curation or (lambda name: [])
+        self.db = db
+        self._resolved_memo: dict[tuple[str, int, str], Resolved] = {}
         self._label_memo: dict[tuple[str, str], LabelScores] = {}
         self._blas = ThreadpoolController()
         self._topk_memo: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -194,13 +217,41 @@ class Project:
         c, t = len(config.labeler.vocabulary), len(config.labeler.templates)
         return flat.reshape(c, t, -1)
 
+    # ------------------------------------------------------------------ curation
+    def state(self, name: str) -> CurationState:
+        """The effective curation of video ``name`` (empty without a database)."""
+        if self.db is None:
+            return CurationState([], [], 0)
+        return self.db.effect(name)
+
+    def resolved(self, name: str, state: CurationState | None = None) -> Resolved:
+        """Video ``name``'s curation resolved against its cache (memoised per log version)."""
+        cache = self.caches[name]
+        if self.db is None and state is None:
+            return Resolved()
+        version = self.db.version(name) if state is None and self.db is not None else -1
+        key = (name, version, cache_key_of(cache))
+        if state is None and key in self._resolved_memo:
+            return self._resolved_memo[key]
+        st = self.state(name) if state is None else state
+        masks = self.db.masks_of if self.db is not None else (lambda keys: {k: None for k in keys})
+        res = resolve(cache, st, masks)
+        if state is None:
+            self._resolved_memo = {k: v for k, v in self._resolved_memo.items() if k[0] != name}
+            self._resolved_memo[key] = res
+        return res
+
     # ------------------------------------------------------------------ labels
     def _labels(self, name: str, cache: VideoCache, config: Config, text: np.ndarray | None,
-                exemplars: tuple[np.ndarray, np.ndarray]) -> LabelScores:
+                exemplars: tuple[np.ndarray, np.ndarray], source: str = "prompts") -> LabelScores:
         emb = cache.instances.embeddings
         assert emb is not None
         vocab = config.labeler.vocabulary
-        if text is not None:
+        if source == "none":
+            n = len(emb)
+            return LabelScores(np.zeros(n, np.int32), np.full(n, np.nan, np.float32), np.full(n, -1, np.int32),
+                               np.ones((n, 1), np.float32), np.full((n, 1), np.nan, np.float32))
+        if text is not None and source == "prompts":
             key = (name, _key(self.embedder_name, config.prompts(), config.labeler.prompt_pooling))
             if key not in self._label_memo:
                 while len(self._label_memo) >= _LABEL_MEMO_SIZE * len(self.caches):  # bounded, oldest first
@@ -237,31 +288,47 @@ class Project:
         return self._topk_memo[key]
 
     # ------------------------------------------------------------------ decide
-    def decide(self, config: Config, videos: Sequence[str] | None = None) -> dict[str, VideoResult]:
+    def decide(self, config: Config, videos: Sequence[str] | None = None, *,
+               overlay: dict[str, CurationState] | None = None) -> dict[str, VideoResult]:
         """Run every decision stage for all (or the named) videos; PMF memory is project-wide.
+
+        ``overlay``: video -> a curation state to use instead of the logged one (a dry run
+        of an action, :func:`uvis.batch.impact`).
 
         BLAS runs single-threaded here: the matrices are small, and a multi-threaded BLAS
         competing with a labelling job for the cores stalls for tens of milliseconds per call.
         """
         with self._blas.limit(limits=1, user_api="blas"):
-            return self._decide(config, videos)
+            return self._decide(config, videos, overlay or {})
 
-    def _decide(self, config: Config, videos: Sequence[str] | None) -> dict[str, VideoResult]:
+    def label_source(self, config: Config, resolved: dict[str, Resolved] | None = None) -> str:
+        """The label source in effect for ``config`` (see :func:`uvis.config.resolve_label_source`)."""
+        if config.labeler.label_source != "auto" or self.has_text:
+            return resolve_label_source(config.labeler.label_source, self.has_text, False)
+        resolved = resolved or {n: self.resolved(n) for n in self.caches}
+        vocab = set(config.labeler.vocabulary)
+        has_examples = any(lbl in vocab for r in resolved.values() for lbl in r.label.values())
+        return resolve_label_source("auto", False, has_examples)
+
+    def _decide(self, config: Config, videos: Sequence[str] | None,
+                overlay: dict[str, CurationState]) -> dict[str, VideoResult]:
         config.validate()
         names = list(self.caches)
-        vocab = config.labeler.vocabulary
-        curations = {n: _curation_for(self.caches[n], self.curation(n), vocab) for n in names}
-        text = self.text_embeddings(config) if self.has_text else None
-        # exemplars need labels of accepted-but-not-relabelled instances: with text, labels
-        # come from prompts; without, accepted instances must carry a relabel to count.
+        resolved = {n: self.resolved(n, overlay.get(n)) for n in names}
+        source = self.label_source(config, resolved)
+        vocab = [CLASS_AGNOSTIC_NAME] if source == "none" else list(config.labeler.vocabulary)
+        curations = {n: _curation_for(resolved[n], vocab, source, self.caches[n]) for n in names}
+        text = self.text_embeddings(config) if source == "prompts" else None
+        # exemplars need labels of accepted-but-not-relabelled instances: with prompts, labels
+        # come from prompts; otherwise accepted instances must carry a class to count.
         labels: dict[str, LabelScores] = {}
-        if text is not None:
+        if source != "examples":
             for n in names:
-                labels[n] = self._labels(n, self.caches[n], config, text, (np.zeros(0), np.zeros(0)))
+                labels[n] = self._labels(n, self.caches[n], config, text, (np.zeros(0), np.zeros(0)), source)
         exemplars = self._exemplars(config, curations, {n: s.label for n, s in labels.items()})
-        if text is None:
+        if source == "examples":
             for n in names:
-                labels[n] = self._labels(n, self.caches[n], config, None, exemplars)
+                labels[n] = self._labels(n, self.caches[n], config, None, exemplars, source)
 
         fc = config.filters
         stage: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -271,9 +338,12 @@ class Project:
             cur = curations[n]
             label = labels[n].label.copy()
             clip_score = labels[n].clip_score.copy()
+            scored = labels[n].class_sim if source == "examples" else labels[n].probs
             for row, lbl in cur.label_override.items():
                 label[row] = lbl
-                clip_score[row] = labels[n].probs[row, lbl] if labels[n].probs.shape[1] > lbl else 1.0
+                clip_score[row] = scored[row, lbl] if scored.shape[1] > lbl else np.nan
+            if source == "examples":
+                np.clip(clip_score, 0.0, 1.0, out=clip_score)
             decision, similarity = score_filter(inst.objectness, clip_score, label, fc, vocab)
             stage[n] = (label, clip_score, decision, similarity)
             passed = (decision == Reason.KEPT)
@@ -289,12 +359,12 @@ class Project:
         selected = names if videos is None else [v for v in videos if v in self.caches]
         results: dict[str, VideoResult] = {}
         for n in selected:
-            results[n] = self._finish(n, config, labels[n], stage[n], memory, curations[n])
+            results[n] = self._finish(n, config, labels[n], stage[n], memory, curations[n], vocab, source)
         return results
 
     def _finish(self, name: str, config: Config, scores: LabelScores,
                 stage: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-                memory: PrototypeMemory, cur: _Curation) -> VideoResult:
+                memory: PrototypeMemory, cur: _Curation, vocab: list[str], source: str) -> VideoResult:
         cache = self.caches[name]
         inst = cache.instances
         assert inst.embeddings is not None and inst.frame is not None
@@ -321,9 +391,17 @@ class Project:
         if cur.merges or cur.splits:
             track_id = _apply_merges_splits(track_id, inst.frame, cur)
         tops = self._top_k(scores, config.labeler.top_k)
-        tracks = summarise_tracks(track_id, label, clip_score, inst.frame)
+        curated = np.full(len(inst), -1, np.int32)
+        order = np.zeros(len(inst), np.int64)
+        for row in cur.accepted:
+            curated[row] = cur.label_override.get(row, int(label[row]))
+            order[row] = cur.order.get(row, 0)
+        tracks = summarise_tracks(track_id, label, clip_score, inst.frame, curated_labels=curated,
+                                  curated_order=order, objectness=inst.objectness)
+        classes = instance_classes(label, track_id, {t.track_id: t.label for t in tracks}, curated)
         out = inst.with_fields(label=label, clip_score=clip_score, best_prompt=scores.best_prompt,
                                decision=decision, similarity=similarity, pmf_similarity=pmf_sim,
                                track_id=track_id)
-        return VideoResult(cache.info, out, list(config.labeler.vocabulary), config.prompts(), config, user,
-                           tops[0], tops[1], tracks)
+        prompts = config.prompts() if source == "prompts" else []
+        return VideoResult(cache.info, out, vocab, prompts, config, user, tops[0], tops[1], tracks,
+                           classes, source, list(cur.unresolved), cache_key_of(cache))
