@@ -542,6 +542,12 @@ class WorkspaceDB:
         row = self._conn.execute("SELECT max(id) FROM curation WHERE video=?", (video,)).fetchone()
         return int(row[0] or 0)
 
+    def global_version(self) -> int:
+        """Id of the newest log row of the workspace: changes with every curation write (PMF is
+        project-wide, so any video's curation can change another video's decisions)."""
+        row = self._conn.execute("SELECT max(id) FROM curation").fetchone()
+        return int(row[0] or 0)
+
     def effect(self, video: str) -> CurationState:
         """The effective curation of ``video`` from the kept replay state (no log replay):
         per instance (cache key + fingerprint) its newest applied item, and the applied
