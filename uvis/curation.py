@@ -219,7 +219,7 @@ def resolve(cache: "VideoCache", state: CurationState, masks: MaskLookup,
         if fp in draw_rows:
             direct[(aid, fp)] = draw_rows[fp]
         elif is_legacy(fp):
-            if it.cache_key is None:
+            if not it.cache_key:
                 direct[(aid, fp)] = "no_provenance"
             elif it.cache_key != key:
                 direct[(aid, fp)] = "earlier_labelling"
@@ -354,16 +354,19 @@ def backfill_provenance(workspace: "Workspace") -> dict[str, int]:
             except (BadInputError, OSError, ValueError, KeyError):
                 cache = None
         rows = []
+        placed = 0
         for aid, seq, t, i in legacy:
-            if cache is None or i < 0:
-                continue
+            if cache is None:
+                continue  # no cache yet: tried again once the video is labelled
             try:
                 it = item_for(cache, t, i)
-            except BadInputError:
+            except BadInputError:  # not in the current cache: marked tried ("" key), listed
+                rows.append((aid, seq, "", f"legacy:{t}:{i}", None, None))
                 continue
+            placed += 1
             rows.append((aid, seq, it.cache_key, it.fingerprint, it.src_frame, it.mask))
         if rows:
             db.set_provenance(rows)
-        if len(legacy) - len(rows):
-            missing[video] = len(legacy) - len(rows)
+        if len(legacy) - placed:
+            missing[video] = len(legacy) - placed
     return missing

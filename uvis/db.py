@@ -112,6 +112,18 @@ CREATE TABLE IF NOT EXISTS curation_items (
     PRIMARY KEY (action_id, seq)
 );
 CREATE INDEX IF NOT EXISTS curation_items_effect ON curation_items(video, applied, cache_key, fingerprint, action_id);
+CREATE TABLE IF NOT EXISTS curation_effect (
+    video TEXT NOT NULL,
+    cache_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    action_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    frame INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    src_frame INTEGER,
+    label TEXT,
+    PRIMARY KEY (video, cache_key, fingerprint)
+);
 CREATE TABLE IF NOT EXISTS drawn_embeddings (
     action_id INTEGER PRIMARY KEY,
     embedding BLOB NOT NULL
@@ -304,6 +316,9 @@ class WorkspaceDB:
                 c.execute("ALTER TABLE curation ADD COLUMN status TEXT NOT NULL DEFAULT 'applied'")
             c.execute("DROP INDEX IF EXISTS curation_video")
             c.execute("CREATE INDEX IF NOT EXISTS curation_status ON curation(video, status, id)")
+            c.execute("CREATE INDEX IF NOT EXISTS curation_video_id ON curation(video, id)")
+            c.execute("CREATE INDEX IF NOT EXISTS curation_structural ON curation(video, action, status, id)")
+            c.execute("CREATE INDEX IF NOT EXISTS curation_items_action ON curation_items(video, kind, applied)")
             have_items = {int(r[0]) for r in c.execute("SELECT DISTINCT action_id FROM curation_items")}
             rows = c.execute("SELECT id, video, action, payload FROM curation ORDER BY id").fetchall()
             for aid, video, action, payload in rows:
@@ -341,9 +356,13 @@ class WorkspaceDB:
             c.executemany("UPDATE curation_items SET cache_key=?, fingerprint=?, src_frame=?, mask=? "
                           "WHERE action_id=? AND seq=?",
                           [(k, fp, src, m, a, s) for a, s, k, fp, src, m in rows])
-            for aid in sorted({r[0] for r in rows}):
-                c.execute("UPDATE curation SET cache_key=? WHERE id=? AND cache_key IS NULL",
-                          (next(r[2] for r in rows if r[0] == aid), aid))
+            keys = {a: k for a, _, k, _, _, _ in rows if k}
+            c.executemany("UPDATE curation SET cache_key=? WHERE id=? AND cache_key IS NULL",
+                          [(k, a) for a, k in keys.items()])
+            marks = ",".join("?" * len({r[0] for r in rows}))
+            for (video,) in c.execute(f"SELECT DISTINCT video FROM curation WHERE id IN ({marks})",
+                                      tuple({r[0] for r in rows})).fetchall():
+                self._effect_rebuild(c, video)
 
     # ------------------------------------------------------------------ videos
     def upsert_video(self, name: str, path: str, *, cache_key: str | None = None, num_frames: int | None = None,
@@ -457,7 +476,37 @@ class WorkspaceDB:
                 "cache_key, label, mask, applied) VALUES (?,?,?,?,?,?,?,?,?,?,?,1)",
                 [(aid, s, video, kind, int(it.frame), int(it.index), it.src_frame, it.fingerprint,
                   it.cache_key or cache_key, it.label, it.mask) for s, (kind, it) in enumerate(zip(kinds, items))])
+            self._effect_upsert(c, aid)
         return aid
+
+    _EFFECT_KINDS = "('accept','reject','relabel','draw')"
+
+    def _effect_upsert(self, c: sqlite3.Connection, aid: int) -> None:
+        """Action ``aid`` is the newest applied one: its items become their instances' effect."""
+        c.execute("INSERT OR REPLACE INTO curation_effect(video, cache_key, fingerprint, action_id, kind, frame, idx, "
+                  "src_frame, label) SELECT video, coalesce(cache_key, ''), fingerprint, action_id, kind, frame, idx, "
+                  f"src_frame, label FROM curation_items WHERE action_id=? AND kind IN {self._EFFECT_KINDS} "
+                  "ORDER BY seq", (aid,))
+
+    def _effect_recompute(self, c: sqlite3.Connection, aid: int) -> None:
+        """Action ``aid`` was undone: its instances' effect falls back to their newest applied item."""
+        keys = c.execute(f"SELECT DISTINCT video, cache_key, fingerprint FROM curation_items WHERE action_id=? "
+                         f"AND kind IN {self._EFFECT_KINDS}", (aid,)).fetchall()
+        for video, key, fp in keys:
+            c.execute("DELETE FROM curation_effect WHERE video=? AND cache_key=? AND fingerprint=?",
+                      (video, key or "", fp))
+            c.execute("INSERT INTO curation_effect(video, cache_key, fingerprint, action_id, kind, frame, idx, "
+                      "src_frame, label) SELECT video, coalesce(cache_key, ''), fingerprint, action_id, kind, frame, "
+                      "idx, src_frame, label FROM curation_items WHERE video=? AND applied=1 AND cache_key IS ? "
+                      f"AND fingerprint=? AND kind IN {self._EFFECT_KINDS} ORDER BY action_id DESC, seq DESC LIMIT 1",
+                      (video, key, fp))
+
+    def _effect_rebuild(self, c: sqlite3.Connection, video: str) -> None:
+        c.execute("DELETE FROM curation_effect WHERE video=?", (video,))
+        c.execute("INSERT OR REPLACE INTO curation_effect(video, cache_key, fingerprint, action_id, kind, frame, idx, "
+                  "src_frame, label) SELECT video, coalesce(cache_key, ''), fingerprint, action_id, kind, frame, idx, "
+                  f"src_frame, label FROM curation_items WHERE video=? AND applied=1 AND kind IN {self._EFFECT_KINDS} "
+                  "ORDER BY action_id, seq", (video,))
 
     def _flip(self, video: str, undo: bool) -> CurationAction | None:
         with self._transaction() as c:
@@ -470,6 +519,10 @@ class WorkspaceDB:
             target = int(row[0])
             c.execute("UPDATE curation SET status=? WHERE id=?", ("undone" if undo else "applied", target))
             c.execute("UPDATE curation_items SET applied=? WHERE action_id=?", (0 if undo else 1, target))
+            if undo:
+                self._effect_recompute(c, target)
+            else:
+                self._effect_upsert(c, target)
             c.execute("INSERT INTO curation(created_at, video, action, payload, cache_key, status) "
                       "VALUES (?,?,?,?,NULL,'log')",
                       (time.time(), video, "undo" if undo else "redo", json.dumps({"target": target})))
@@ -550,19 +603,19 @@ class WorkspaceDB:
 
     def effect(self, video: str) -> CurationState:
         """The effective curation of ``video`` from the kept replay state (no log replay):
-        per instance (cache key + fingerprint) its newest applied item, and the applied
-        merges, splits and draws. Cost: one indexed query each, independent of the log length."""
-        # SQLite: with max(), the bare columns come from the row holding the maximum
+        per instance (cache key + fingerprint) its newest applied item (table
+        ``curation_effect``, maintained by every write), and the applied merges, splits and
+        draws (payloads parsed for draws only). Cost: proportional to the state, not the log."""
         rows = self._conn.execute(
-            "SELECT max(action_id), kind, frame, idx, fingerprint, cache_key, src_frame, label FROM curation_items "
-            "WHERE video=? AND applied=1 AND kind IN ('accept','reject','relabel','draw') "
-            "GROUP BY cache_key, fingerprint", (video,)).fetchall()
-        effects = sorted((Effect(int(a), k, int(t), int(i), fp, ck, None if s is None else int(s), lbl)
+            "SELECT action_id, kind, frame, idx, fingerprint, cache_key, src_frame, label FROM curation_effect "
+            "WHERE video=?", (video,)).fetchall()
+        effects = sorted((Effect(int(a), k, int(t), int(i), fp, ck or None, None if s is None else int(s), lbl)
                           for a, k, t, i, fp, ck, s, lbl in rows), key=lambda e: e.action_id)
-        struct = [CurationAction(int(i), float(t), v, a, json.loads(p), k, s) for i, t, v, a, p, k, s in
-                  self._conn.execute("SELECT id, created_at, video, action, payload, cache_key, status FROM curation "
-                                     "WHERE video=? AND status='applied' AND action IN ('merge','split','draw') "
-                                     "ORDER BY id", (video,))]
+        struct = [CurationAction(int(i), float(t), video, a, json.loads(p) if p else {}, k, "applied")
+                  for i, t, a, p, k in self._conn.execute(
+                      "SELECT id, created_at, action, CASE WHEN action='draw' THEN payload END, cache_key "
+                      "FROM curation WHERE video=? AND action IN ('merge','split','draw') AND status='applied' "
+                      "ORDER BY id", (video,))]
         struct_items: dict[int, list[ItemRef]] = {}
         if struct:
             for aid, t, i, fp, k, src, lbl in self._conn.execute(
@@ -609,7 +662,15 @@ class WorkspaceDB:
         bad = self._conn.execute(
             "SELECT count(*) FROM curation_items i JOIN curation c ON c.id=i.action_id WHERE c.video=? "
             "AND i.applied != (c.status='applied')", (video,)).fetchone()[0]
-        return int(bad) == 0
+        if int(bad):
+            return False
+        kept_effect = sorted(self._conn.execute("SELECT cache_key, fingerprint, action_id, kind, label FROM "
+                                                "curation_effect WHERE video=?", (video,)).fetchall())
+        newest = sorted(self._conn.execute(
+            "SELECT coalesce(cache_key, ''), fingerprint, max(action_id), kind, label FROM curation_items "
+            f"WHERE video=? AND applied=1 AND kind IN {self._EFFECT_KINDS} GROUP BY coalesce(cache_key, ''), "
+            "fingerprint", (video,)).fetchall())
+        return kept_effect == newest
 
     def repair(self, video: str | None = None) -> RepairReport:
         """Rebuild the replay state of one video (or all) from the log, in one transaction.
@@ -635,13 +696,14 @@ class WorkspaceDB:
             c.executemany("UPDATE curation SET status=? WHERE id=?", changed)
             c.executemany("UPDATE curation_items SET applied=? WHERE action_id=?",
                           [(1 if s == "applied" else 0, i) for s, i in changed])
+            self._effect_rebuild(c, name)
         return report
 
 
 def _tolerant_replay(rows: Sequence[tuple[int, str, str]]) -> tuple[dict[int, str], list[int]]:
     status: dict[int, str] = {}
-    applied: list[int] = []
-    undone: list[int] = []
+    applied: dict[int, None] = {}  # insertion-ordered sets: O(1) membership and removal
+    undone: dict[int, None] = {}
     skipped: list[int] = []
     for rid, action, payload in rows:
         rid = int(rid)
@@ -652,17 +714,17 @@ def _tolerant_replay(rows: Sequence[tuple[int, str, str]]) -> tuple[dict[int, st
                 skipped.append(rid)
                 continue
             src, dst = (applied, undone) if action == "undo" else (undone, applied)
-            if target not in status or target not in src:
+            if target not in src:
                 skipped.append(rid)
                 continue
-            src.remove(target)
-            dst.append(target)
+            del src[target]
+            dst[target] = None
             status[target] = "undone" if action == "undo" else "applied"
         else:
             for u in undone:
                 status[u] = "discarded"
             undone.clear()
-            applied.append(rid)
+            applied[rid] = None
             status[rid] = "applied"
     return status, skipped
 

@@ -39,6 +39,10 @@ class Workspace:
             raise BadInputError(f"workspace {self.root} exists and is not a folder")
         self.root.mkdir(parents=True, exist_ok=True)
         self.db = WorkspaceDB(self.root / "uvis.sqlite")
+        if self.db.needs_backfill():  # curation rows from before schema 2: give them provenance
+            from uvis.curation import backfill_provenance
+
+            backfill_provenance(self)
 
     @property
     def videos_dir(self) -> Path:
