@@ -339,11 +339,16 @@ class AppController:
         return project.caches[video]
 
     def plan(self, video: str, action: str, refs: list[tuple[int, int]], *, label: str | None = None,
-             labels: list[str | None] | None = None, scope: str = "instance") -> PlannedAction:
+             labels: list[str | None] | None = None, scope: str = "instance",
+             config: Config | None = None) -> PlannedAction:
         """One curation action over ``refs`` ((frame, index) pairs) of the loaded cache, with
         fingerprints (:func:`uvis.batch.plan`); nothing is written. Accept: pass the class
-        the person saw as ``label`` (or ``labels``, one per instance)."""
-        return batch.plan(self.cache(video), video, action, refs, label=label, labels=labels, scope=scope)
+        the person saw as ``label`` (or ``labels``, one per instance). ``config``: the
+        settings the person sees (needed to address drawn instances, which sit after a
+        frame's proposals)."""
+        result = self.result(video, config) if config is not None else None
+        return batch.plan(self.cache(video), video, action, refs, label=label, labels=labels, scope=scope,
+                          result=result)
 
     def preview(self, video: str, config: Config, planned: PlannedAction) -> Impact:
         """Dry run: how many instances and tracks ``planned`` would change (nothing written)."""
@@ -393,9 +398,8 @@ class AppController:
         refs = batch.track_refs(res, frame, index)
         labels = None
         if action == "accept":
-            rows = [self.frame_rows(video, t).start + i for t, i in refs]
-            labels = [res.class_name(r) for r in rows]
-        planned = self.plan(video, action, refs, label=label, labels=labels, scope="track")
+            labels = [res.class_name(res.row(t, i)) for t, i in refs]
+        planned = self.plan(video, action, refs, label=label, labels=labels, scope="track", config=config)
         return self.preview(video, config, planned) if dry_run else self.apply(config, planned)
 
     def propose_similar(self, video: str, config: Config, frame: int, index: int, label: str | None = None,
@@ -403,7 +407,8 @@ class AppController:
         """Label-by-example proposals: the ``k`` instances most similar to the example, bound to
         the current curation state and vocabulary (see :func:`uvis.batch.check_proposal`)."""
         res = self.result(video, config)
-        return batch.propose_similar(res, self.ws.db.version(video), frame, index, label, k)
+        return batch.propose_similar(res, self.ws.db.version(video), frame, index, label, k,
+                                     config.labeler.vocabulary)
 
     def apply_similar(self, video: str, config: Config, proposal: SimilarProposal, min_similarity: float,
                       *, dry_run: bool = False) -> CurationReport | Impact:
@@ -414,14 +419,13 @@ class AppController:
                 action or a vocabulary change — propose again.
             BadInputError: no proposal reaches ``min_similarity``.
         """
-        res = self.result(video, config)
-        batch.check_proposal(proposal, video, self.ws.db.version(video), res.vocabulary)
+        batch.check_proposal(proposal, video, self.ws.db.version(video), config.labeler.vocabulary)
         refs = [(f, i) for f, i, s in proposal.items if s >= min_similarity]
         if not refs:
             raise BadInputError(f"no proposal has similarity >= {min_similarity:.2f}")
         if not proposal.label:
             raise BadInputError("the example has no class to propagate")
-        planned = self.plan(video, "relabel", refs, label=proposal.label, scope="similar")
+        planned = self.plan(video, "relabel", refs, label=proposal.label, scope="similar", config=config)
         return self.preview(video, config, planned) if dry_run else self.apply(config, planned)
 
     def draw(self, video: str, frame: int, mask: Any, label: str | None = None) -> int:

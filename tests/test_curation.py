@@ -338,3 +338,30 @@ def test_two_processes_undo_redo_and_log_at_once(tmp_path):
             latest[(t, i)] = e.payload["label"]
     assert effect == latest
     ws.close()
+
+
+def test_drawn_instance_is_decided_tracked_exported_and_undone(tmp_path):
+    from uvis.export.ytvis import ytvis_annotation_dict
+
+    ws = Workspace(tmp_path / "ws")
+    _write(ws, "v", "k", ["A", "B"], n_frames=4)
+    project = open_project(ws, text_encoder=ENC)
+    cache = project.caches["v"]
+    drawn = np.zeros((H, W), bool)
+    drawn[5:35, 70:110] = True  # where no proposal is
+    planned = batch.plan_draw(cache, "v", 2, drawn, "cow")
+    aid = ws.db.log("v", "draw", planned.payload, cache_key="k", items=list(planned.items))
+    ws.db.set_draw_embedding(aid, unit([0, 0, 1, 0, 0, 0]))
+    res = project.decide(CFG)["v"]
+    assert len(res.instances) == 9 and res.instances.frame.tolist() == [0, 0, 1, 1, 2, 2, 2, 3, 3]
+    row = 6  # frame 2, index 2: after the frame's two proposals
+    assert M.decode(res.instances.masks[row]).sum() == drawn.sum()
+    assert res.kept[row] and res.user[row] and res.class_name(row) == "cow" and res.instances.track_id[row] >= 0
+    data = ytvis_annotation_dict({"v": res})
+    cow = [a for a in data["annotations"] if a["category_id"] == VOCAB.index("cow") + 1]
+    assert len(cow) == 1 and [s is not None for s in cow[0]["segmentations"]] == [False, False, True, False]
+    # the drawn instance can be curated like any other (by its fingerprint), and undone
+    ws.db.undo("v")
+    res = project.decide(CFG)["v"]
+    assert len(res.instances) == 8 and not res.user.any()
+    ws.close()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from uvis.config import Config
-from uvis.curation import cache_key_of, draw_item, item_for
+from uvis.curation import src_frame_of, cache_key_of, draw_item, item_for
 from uvis.db import INSTANCE_ACTIONS, CurationAction, CurationState, Effect, ItemRef
 from uvis.errors import BadInputError
 from uvis.types import Reason
@@ -69,8 +69,27 @@ class Impact:
     message: str
 
 
+def _item(cache: "VideoCache", result: "VideoResult | None", t: int, i: int, label: str | None) -> ItemRef:
+    """The item of (t, i): from the cache, or — for a drawn instance — from the decided table."""
+    if result is not None and t < len(cache.frame_slices):
+        sl = cache.frame_slices[t]
+        if i >= sl.stop - sl.start:  # beyond the frame's proposals: a drawn instance
+            from uvis.curation import fingerprint
+
+            starts = _frame_starts(result.instances.frame)  # type: ignore[arg-type]
+            row = int(starts[t]) + i
+            inst = result.instances
+            if row >= len(inst) or int(inst.frame[row]) != t:  # type: ignore[index]
+                raise BadInputError(f"frame {t} of {result.info.name} has no instance {i}")
+            counts = inst.masks[row]["counts"]
+            return ItemRef(t, i, fingerprint(t, inst.boxes[row], counts), cache_key_of(cache),
+                           src_frame_of(cache, t), counts, label)
+    return item_for(cache, t, i, label)
+
+
 def plan(cache: "VideoCache", video: str, action: str, refs: Sequence[Ref] = (), *, label: str | None = None,
-         labels: Sequence[str | None] | None = None, scope: str = "instance") -> PlannedAction:
+         labels: Sequence[str | None] | None = None, scope: str = "instance",
+         result: "VideoResult | None" = None) -> PlannedAction:
     """Plan an accept / reject / relabel of ``refs``, a merge of ``refs[0]``'s and ``refs[1]``'s
     tracks, or a split before ``refs[0]``.
 
@@ -79,6 +98,7 @@ def plan(cache: "VideoCache", video: str, action: str, refs: Sequence[Ref] = (),
         label: the class of a relabel (required) — for an accept, the class the person
             confirmed (use ``labels`` to give one per instance).
         scope: ``instance`` | ``similar`` | ``track`` (recorded for the history).
+        result: the decisions the person saw (needed to address drawn instances).
     Raises:
         BadInputError: unknown action, no instances, an instance the cache lacks, a
             relabel without a class, a merge of one track with itself.
@@ -94,7 +114,7 @@ def plan(cache: "VideoCache", video: str, action: str, refs: Sequence[Ref] = (),
         seen: set[Ref] = set()
         uniq = [(int(t), int(i), lbl) for (t, i), lbl in zip(refs, per)
                 if (int(t), int(i)) not in seen and not seen.add((int(t), int(i)))]  # type: ignore[func-returns-value]
-        items = tuple(item_for(cache, t, i, label if action == "relabel" else lbl) for t, i, lbl in uniq)
+        items = tuple(_item(cache, result, t, i, label if action == "relabel" else lbl) for t, i, lbl in uniq)
         payload: dict[str, Any] = {"items": [[t, i] for t, i, _ in uniq], "scope": scope}
         if action == "relabel":
             payload["label"] = label.strip()  # type: ignore[union-attr]
@@ -105,14 +125,15 @@ def plan(cache: "VideoCache", video: str, action: str, refs: Sequence[Ref] = (),
         if len(refs) != 2 or tuple(refs[0]) == tuple(refs[1]):
             raise BadInputError("merge: give one instance of each of two tracks")
         (ta, ia), (tb, ib) = refs
-        items = (item_for(cache, ta, ia), item_for(cache, tb, ib))
+        items = (_item(cache, result, ta, ia, None), _item(cache, result, tb, ib, None))
         return PlannedAction(video, "merge", {"a": [int(ta), int(ia)], "b": [int(tb), int(ib)]}, items,
                              cache_key_of(cache))
     if action == "split":
         if len(refs) != 1:
             raise BadInputError("split: give the instance that starts the new track")
         t, i = refs[0]
-        return PlannedAction(video, "split", {"at": [int(t), int(i)]}, (item_for(cache, t, i),), cache_key_of(cache))
+        return PlannedAction(video, "split", {"at": [int(t), int(i)]}, (_item(cache, result, t, i, None),),
+                             cache_key_of(cache))
     raise BadInputError(f"unknown curation action {action!r}")
 
 
@@ -236,8 +257,9 @@ def rows_of(cache: "VideoCache", planned: PlannedAction) -> list[int]:
     """Rows of the cache the planned action names (drawn instances have none)."""
     out = []
     for it in planned.items:
-        if it.index >= 0:
-            out.append(cache.row(it.frame, it.index))
+        sl = cache.frame_slices[it.frame] if it.frame < len(cache.frame_slices) else slice(0, 0)
+        if 0 <= it.index < sl.stop - sl.start:
+            out.append(sl.start + it.index)
     return out
 
 
@@ -264,9 +286,10 @@ class SimilarProposal:
 
 
 def propose_similar(result: "VideoResult", version: int, frame: int, index: int, label: str | None,
-                    k: int = 12) -> SimilarProposal:
+                    k: int = 12, vocabulary: Sequence[str] | None = None) -> SimilarProposal:
     """The ``k`` instances of the video most similar (cosine) to instance ``index`` of
-    ``frame``, excluding itself, most similar first. ``label`` defaults to the example's class."""
+    ``frame``, excluding itself, most similar first. ``label`` defaults to the example's
+    class; ``vocabulary``: the configured vocabulary (default: the result's)."""
     inst = result.instances
     emb = inst.embeddings
     assert emb is not None and inst.frame is not None
@@ -281,7 +304,8 @@ def propose_similar(result: "VideoResult", version: int, frame: int, index: int,
         top = np.argpartition(-sims, kk - 1)[:kk]
         top = top[np.argsort(-sims[top], kind="stable")]
         items = [(int(inst.frame[r]), int(r - starts[int(inst.frame[r])]), float(sims[r])) for r in top]
-    return SimilarProposal(result.info.name, label, tuple(items), int(version), tuple(result.vocabulary))
+    vocab = tuple(result.vocabulary if vocabulary is None else vocabulary)
+    return SimilarProposal(result.info.name, label, tuple(items), int(version), vocab)
 
 
 def check_proposal(proposal: SimilarProposal, video: str, version: int, vocabulary: Sequence[str]) -> None:

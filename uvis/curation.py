@@ -71,7 +71,8 @@ def row_fingerprint(cache: "VideoCache", row: int) -> str:
     return fingerprint(int(inst.frame[row]), inst.boxes[row], inst.masks[row]["counts"])  # type: ignore[index]
 
 
-def _src_frame(cache: "VideoCache", frame: int) -> int | None:
+def src_frame_of(cache: "VideoCache", frame: int) -> int | None:
+    """Source-video frame index of processed frame ``frame`` (None if unknown)."""
     idx = cache.info.source_indices
     return int(idx[frame]) if 0 <= frame < len(idx) else None
 
@@ -80,7 +81,7 @@ def item_for(cache: "VideoCache", frame: int, index: int, label: str | None = No
     """The item of instance ``index`` of ``frame`` in ``cache`` (BadInputError if absent)."""
     row = cache.row(int(frame), int(index))
     return ItemRef(int(frame), int(index), row_fingerprint(cache, row), cache_key_of(cache),
-                   _src_frame(cache, int(frame)), cache.instances.masks[row]["counts"], label)
+                   src_frame_of(cache, int(frame)), cache.instances.masks[row]["counts"], label)
 
 
 def draw_item(cache: "VideoCache", frame: int, counts: str, box: Sequence[float], label: str | None) -> ItemRef:
@@ -88,7 +89,7 @@ def draw_item(cache: "VideoCache", frame: int, counts: str, box: Sequence[float]
     if not 0 <= int(frame) < cache.num_cached:
         raise BadInputError(f"frame {frame} is not cached for {cache.info.name} ({cache.num_cached} frames)")
     return ItemRef(int(frame), -1, fingerprint(frame, box, counts), cache_key_of(cache),
-                   _src_frame(cache, int(frame)), counts, label)
+                   src_frame_of(cache, int(frame)), counts, label)
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,8 @@ def resolve(cache: "VideoCache", state: CurationState, masks: MaskLookup,
             stale.append((aid, fp, it.frame, it.src_frame))
 
     for e in state.effects:
+        if e.kind == "draw" and e.fingerprint not in draw_rows:
+            continue  # a draw that could not be placed is listed above
         place(e.action_id, e)
     for action in state.structural:
         if action.action in ("merge", "split"):
@@ -265,6 +268,8 @@ def resolve(cache: "VideoCache", state: CurationState, masks: MaskLookup,
         return got
 
     for e in state.effects:  # oldest action first: a newer action on the same row wins
+        if (e.action_id, e.fingerprint) not in direct:
+            continue
         row = row_of(e.action_id, e, e.kind)
         if row is None:
             continue

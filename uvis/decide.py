@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from uvis.cache import VideoCache
 from uvis.config import CLASS_AGNOSTIC_NAME, Config, resolve_label_source
-from uvis.curation import Resolved, Unresolved, cache_key_of, instance_classes, resolve
+from uvis.curation import DrawnInstance, Resolved, Unresolved, cache_key_of, instance_classes, resolve
+from uvis.drawn import Extension, extend
 from uvis.db import CurationState, WorkspaceDB
 from uvis.errors import BadInputError
 from uvis.filters import pmf_filter, score_filter
@@ -86,6 +87,19 @@ class VideoResult:
         """Track id -> class (:func:`uvis.tracker.track_classes`)."""
         return {t.track_id: t.label for t in self.tracks}
 
+    def frame_rows(self, frame: int) -> slice:
+        """Rows of ``frame`` in ``instances`` (its proposals, then any drawn instances)."""
+        f = self.instances.frame
+        assert f is not None
+        return slice(int(np.searchsorted(f, frame, side="left")), int(np.searchsorted(f, frame, side="right")))
+
+    def row(self, frame: int, index: int) -> int:
+        """Row of instance ``index`` of ``frame`` (BadInputError if absent)."""
+        sl = self.frame_rows(frame)
+        if not 0 <= index < sl.stop - sl.start:
+            raise BadInputError(f"frame {frame} of {self.info.name} has no instance {index}")
+        return sl.start + index
+
     def class_name(self, row: int) -> str | None:
         """Name of the class of instance ``row`` as shown (None: unlabelled)."""
         c = int(self.classes[row])
@@ -103,6 +117,7 @@ class _Curation:
     splits: list[int]  # rows
     order: dict[int, int]  # row -> id of the deciding action
     unresolved: list[Unresolved]
+    draws: list[DrawnInstance] = field(default_factory=list)  # rows N.. of the cache table
 
 
 def _curation_for(res: Resolved, vocabulary: Sequence[str], source: str, cache: VideoCache) -> _Curation:
@@ -114,12 +129,16 @@ def _curation_for(res: Resolved, vocabulary: Sequence[str], source: str, cache: 
     """
     index = {name: i for i, name in enumerate(vocabulary)}
     cur = _Curation({}, set(res.accepted), set(res.rejected), list(res.merges), list(res.splits),
-                    dict(res.order), list(res.unresolved))
+                    dict(res.order), list(res.unresolved), list(res.draws))
+    n = len(cache.instances)
     for row, name in res.label.items():
         if source == "none":
             cur.label_override[row] = 0
         elif name in index:
             cur.label_override[row] = index[name]
+        elif row >= n:  # a drawn instance with a class outside the vocabulary: kept, unlabelled
+            d = res.draws[row - n]
+            cur.unresolved.append(Unresolved(d.action_id, "draw", d.frame, -1, "class_outside_vocabulary"))
         else:
             cur.accepted.discard(row)
             frame = int(cache.instances.frame[row])  # type: ignore[index]
@@ -202,6 +221,7 @@ class Project:
         self.text_encoder_factory = text_encoder_factory
         self.db = db
         self._resolved_memo: dict[tuple[str, int, str], Resolved] = {}
+        self._extension_memo: dict[str, tuple[tuple[Any, ...], Extension]] = {}
         self._label_memo: dict[tuple[str, str], LabelScores] = {}
         self._blas = ThreadpoolController()
         self._topk_memo: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -268,7 +288,15 @@ class Project:
         for name, cur in curations.items():
             emb = self.caches[name].instances.embeddings
             assert emb is not None
+            n = len(emb)
+            drawn = self._draw_embeddings(cur.draws)
             for row in sorted(cur.accepted):
+                if row >= n:  # a drawn instance: an exemplar once it has an embedding and a class
+                    e = drawn.get(cur.draws[row - n].action_id)
+                    if e is not None and cur.label_override.get(row, -1) >= 0 and len(e) == emb.shape[1]:
+                        embs.append(e / max(float(np.linalg.norm(e)), 1e-12))
+                        labs.append(cur.label_override[row])
+                    continue
                 lbl = cur.label_override.get(row, int(base_labels[name][row]) if name in base_labels else -1)
                 if lbl >= 0:
                     embs.append(emb[row])
@@ -277,6 +305,23 @@ class Project:
         if not embs:
             return np.zeros((0, dim), np.float32), np.zeros(0, np.int32)
         return np.stack(embs).astype(np.float32), np.asarray(labs, np.int32)
+
+    def _draw_embeddings(self, draws: Sequence[DrawnInstance]) -> dict[int, np.ndarray]:
+        if not draws or self.db is None:
+            return {}
+        return self.db.draw_embeddings([d.action_id for d in draws])
+
+    def _extension(self, name: str, draws: Sequence[DrawnInstance]) -> Extension:
+        """The video's table with its drawn instances (memoised per set of draws)."""
+        embeddings = self._draw_embeddings(draws)
+        key = tuple((d.action_id, d.fingerprint, d.action_id in embeddings) for d in draws)
+        hit = self._extension_memo.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        cache = self.caches[name]
+        ext = extend(cache.instances, cache.num_cached, draws, embeddings)
+        self._extension_memo[name] = (key, ext)
+        return ext
 
     def _top_k(self, scores: LabelScores, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k classes, memoised for memoised (prompt-matched) label scores."""
@@ -340,6 +385,8 @@ class Project:
             clip_score = labels[n].clip_score.copy()
             scored = labels[n].class_sim if source == "examples" else labels[n].probs
             for row, lbl in cur.label_override.items():
+                if row >= len(inst):
+                    continue  # a drawn instance: added in _finish
                 label[row] = lbl
                 clip_score[row] = scored[row, lbl] if scored.shape[1] > lbl else np.nan
             if source == "examples":
@@ -347,7 +394,7 @@ class Project:
             decision, similarity = score_filter(inst.objectness, clip_score, label, fc, vocab)
             stage[n] = (label, clip_score, decision, similarity)
             passed = (decision == Reason.KEPT)
-            passed[list(cur.accepted)] = False  # exemplars enter the memory as exemplars
+            passed[[r for r in cur.accepted if r < len(inst)]] = False  # exemplars enter the memory as exemplars
             member_labels[self._offsets[n]:self._offsets[n] + len(inst)][passed] = label[passed]
         memory = PrototypeMemory()
         if fc.pmf_enabled:
@@ -374,7 +421,24 @@ class Project:
             decision, similarity, pmf_sim = pmf_filter(decision, similarity, inst.embeddings, label, memory, fc)
         else:
             pmf_sim = np.full(len(inst), np.nan, np.float32)
-        user = np.zeros(len(inst), dtype=bool)
+        best_prompt = scores.best_prompt
+        tops = self._top_k(scores, config.labeler.top_k)
+        table, iou, order_ = inst, cache.iou_memo, None
+        if cur.draws:  # drawn instances: rows N.. in append order (see uvis.drawn)
+            ext = self._extension(name, cur.draws)
+            d = len(cur.draws)
+            lbl = np.array([cur.label_override.get(len(inst) + k, -1) for k in range(d)], np.int32)
+            label = np.concatenate([label, lbl])
+            clip_score = np.concatenate([clip_score, np.full(d, np.nan, np.float32)])
+            decision = np.concatenate([decision, np.full(d, Reason.KEPT, np.int8)])
+            similarity = np.concatenate([similarity, np.full(d, np.nan, np.float32)])
+            pmf_sim = np.concatenate([pmf_sim, np.full(d, np.nan, np.float32)])
+            best_prompt = np.concatenate([best_prompt, np.full(d, -1, np.int32)])
+            tops = (np.concatenate([tops[0], np.full((d, tops[0].shape[1]), -1, tops[0].dtype)]),
+                    np.concatenate([tops[1], np.zeros((d, tops[1].shape[1]), tops[1].dtype)]))
+            table, iou, order_ = ext.table, ext.iou, ext
+        n = len(table)
+        user = np.zeros(n, dtype=bool)
         if cur.accepted:
             acc = np.fromiter(cur.accepted, dtype=np.int64)
             decision[acc] = Reason.KEPT
@@ -384,24 +448,32 @@ class Project:
             decision[rej] = Reason.USER_REJECT
             similarity[rej] = np.nan
             user[rej] = True
+        assert table.frame is not None and table.embeddings is not None and iou is not None
+        track_id = np.full(n, -1, np.int32)
         kept = np.flatnonzero(decision == Reason.KEPT)
-        track_id = np.full(len(inst), -1, np.int32)
-        assert cache.iou_memo is not None
-        track_id[kept] = track(inst.frame[kept], kept, inst.embeddings[kept], config.tracker, cache.iou_memo)
+        if order_ is not None:  # the tracker walks frames in order: track on the frame-sorted table
+            kept = np.sort(order_.sorted_row[kept])
+            track_id[order_.order[kept]] = track(table.frame[order_.order[kept]], kept,
+                                                 table.embeddings[order_.order[kept]], config.tracker, iou)
+        else:
+            track_id[kept] = track(table.frame[kept], kept, table.embeddings[kept], config.tracker, iou)
         if cur.merges or cur.splits:
-            track_id = _apply_merges_splits(track_id, inst.frame, cur)
-        tops = self._top_k(scores, config.labeler.top_k)
-        curated = np.full(len(inst), -1, np.int32)
-        order = np.zeros(len(inst), np.int64)
+            track_id = _apply_merges_splits(track_id, table.frame, cur)
+        curated = np.full(n, -1, np.int32)
+        order = np.zeros(n, np.int64)
         for row in cur.accepted:
             curated[row] = cur.label_override.get(row, int(label[row]))
             order[row] = cur.order.get(row, 0)
-        tracks = summarise_tracks(track_id, label, clip_score, inst.frame, curated_labels=curated,
-                                  curated_order=order, objectness=inst.objectness)
+        tracks = summarise_tracks(track_id, label, clip_score, table.frame, curated_labels=curated,
+                                  curated_order=order, objectness=table.objectness)
         classes = instance_classes(label, track_id, {t.track_id: t.label for t in tracks}, curated)
-        out = inst.with_fields(label=label, clip_score=clip_score, best_prompt=scores.best_prompt,
-                               decision=decision, similarity=similarity, pmf_similarity=pmf_sim,
-                               track_id=track_id)
+        out = table.with_fields(label=label, clip_score=clip_score, best_prompt=best_prompt,
+                                decision=decision, similarity=similarity, pmf_similarity=pmf_sim,
+                                track_id=track_id)
+        top_classes, top_probs = tops
+        if order_ is not None:  # output in frame order: drawn instances after their frame's proposals
+            p = order_.order
+            out, user, classes, top_classes, top_probs = out[p], user[p], classes[p], top_classes[p], top_probs[p]
         prompts = config.prompts() if source == "prompts" else []
-        return VideoResult(cache.info, out, vocab, prompts, config, user, tops[0], tops[1], tracks,
+        return VideoResult(cache.info, out, vocab, prompts, config, user, top_classes, top_probs, tracks,
                            classes, source, list(cur.unresolved), cache_key_of(cache))
