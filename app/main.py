@@ -456,10 +456,8 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
                 with open_video(src, max_frames=1):
                     pass
                 stored = handlers.store_upload(src, ctrl.ws.uploads_dir)
-                from uvis.workspace import video_name_for
-
-                name = handlers.unique_video_name(video_name_for(stored), ctrl.video_names())
-                msg = submit_video(stored, name)
+                name, note = ctrl.ws.claim_video_name(stored)  # never another video's name and cache
+                msg = submit_video(stored, name) + (f" — {note}" if note else "")
             except Exception as exc:  # noqa: BLE001 - any bad upload is a message, never a crash
                 msg = f"⚠️ {_message(exc).replace(str(src), src.name)}"
                 gr.Warning(msg)
@@ -470,9 +468,8 @@ def build_app(ctrl: AppController, *, fiftyone_port: int = 5151, max_upload_byte
         def on_add_path(text: str) -> tuple[Any, ...]:
             try:
                 p = handlers.resolve_inside(text, [ctrl.ws.root, ASSETS_DIR / "examples"])
-                from uvis.workspace import video_name_for
-
-                msg = submit_video(p, video_name_for(p))
+                name, note = ctrl.ws.claim_video_name(p)  # a clashing name gets its own: clip_2
+                msg = submit_video(p, name) + (f" — {note}" if note else "")
             except Exception as exc:  # noqa: BLE001
                 msg = f"⚠️ {_message(exc)}"
                 gr.Warning(msg)

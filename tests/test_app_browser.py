@@ -329,7 +329,6 @@ def test_server_serves_no_file_outside_workspace_and_assets(server):
 
 
 def test_export_to_fiftyone_matches_kept_instances(page, server):
-    pytest.importorskip("uvis.export.fiftyone_export", reason="the FiftyOne exporter has not landed yet")
     fo = pytest.importorskip("fiftyone")
     name = f"uvis-browser-test-{os.getpid()}-{int(time.time())}"
     try:
