@@ -29,7 +29,7 @@ from app.state import AppController
 from uvis import masks as M
 from uvis.batch import StaleProposal, track_refs
 from uvis.config import CLASS_AGNOSTIC_NAME, Config
-from uvis.curation import CARRY_OVER_IOU, row_fingerprint
+from uvis.curation import CARRY_OVER_IOU
 from uvis.export.importers import import_fiftyone_dataset, read_ytvis_instances
 from uvis.export.ytvis import export_ytvis
 from uvis.types import Reason
@@ -271,6 +271,7 @@ def _check_exports(res, tmp: Path, fo_name: str) -> None:
     from uvis.export.fiftyone_export import export_fiftyone
 
     inst = res.instances
+    assert not (res.kept & (res.classes < 0)).any()  # nothing kept that an export could not name
     shown = {_ref(res, r): (res.class_name(r), int(inst.track_id[r])) for r in np.flatnonzero(res.kept)}
     path = export_ytvis({VIDEO: res}, tmp / "ytvis.json")
     data = json.loads(path.read_text())

@@ -26,7 +26,6 @@ from uvis.config import Config
 from uvis.curation import src_frame_of, cache_key_of, draw_item, item_for
 from uvis.db import INSTANCE_ACTIONS, CurationAction, CurationState, Effect, ItemRef
 from uvis.errors import BadInputError
-from uvis.types import Reason
 
 if TYPE_CHECKING:
     from uvis.cache import VideoCache
@@ -366,8 +365,3 @@ def edit_vocabulary(config: Config, new_vocabulary: Sequence[str], impact_: Voca
         vocab += [c for c in sorted(impact_.removed_in_use) if c not in vocab]
     per_class = {c: v for c, v in config.filters.clip_threshold_per_class.items() if c in vocab}
     return config.replace(labeler__vocabulary=vocab, filters__clip_threshold_per_class=per_class)
-
-
-def kept_summary(result: "VideoResult") -> tuple[int, int]:
-    """(kept instances, tracks) of a decision (for count lines)."""
-    return int((result.instances.decision == Reason.KEPT).sum()), len(result.tracks)  # type: ignore[union-attr]
