@@ -67,11 +67,11 @@ class CurationReport:
     @property
     def message(self) -> str:
         what = f"{self.action} of {self.instances} instance{'s' if self.instances != 1 else ''} saved"
-        if self.action in ("accept", "relabel") and self.impact.propagated:
-            what += (f"; this example relabelled {self.impact.propagated} other instance"
-                     f"{'s' if self.impact.propagated != 1 else ''} in {self.impact.propagated_tracks} track"
-                     f"{'s' if self.impact.propagated_tracks != 1 else ''}")
-        return f"{what} ({self.impact.message})"
+        imp = self.impact
+        if self.action in ("accept", "relabel") and imp.relabelled:
+            what += (f"; this example relabelled {imp.relabelled} other instance{'s' if imp.relabelled != 1 else ''}"
+                     f" in {imp.relabelled_tracks} track{'s' if imp.relabelled_tracks != 1 else ''}")
+        return f"{what} ({imp.message})"
 
 
 @dataclass(frozen=True)

@@ -39,12 +39,12 @@ def _mask(x, dx=0):
 OBJECTS = {"A": (4, [1, 0.1, 0, 0, 0, 0]), "B": (44, [0.1, 1, 0, 0, 0, 0]), "C": (84, [1, 0.2, 0, 0, 0, 0])}
 
 
-def _write(ws, name, key, order, n_frames=6, shift=0, objectness=0.9):
+def _write(ws, name, key, order, n_frames=6, shift=0, objectness=0.9, has_text=True):
     """A cache ``key`` of video ``name``: per frame the objects of ``order`` in that order
     (masks shifted by ``shift`` px); registers it as the video's current cache."""
     info = VideoInfo(name=name, path=f"/{name}.mp4", width=W, height=H, num_frames=n_frames, fps=10,
                      source_width=W, source_height=H, source_indices=tuple(range(n_frames)))
-    meta = CacheMeta(info, "test-proposer", "test-embedder", {}, D, True, 20.0)
+    meta = CacheMeta(info, "test-proposer", "test-embedder", {}, D, has_text, 20.0)
     writer = CacheWriter(ws.cache_dir(name, key), meta)
     for t in range(n_frames):
         rles = M.encode_many(np.stack([_mask(OBJECTS[o][0], shift) for o in order]))
@@ -364,4 +364,26 @@ def test_drawn_instance_is_decided_tracked_exported_and_undone(tmp_path):
     ws.db.undo("v")
     res = project.decide(CFG)["v"]
     assert len(res.instances) == 8 and not res.user.any()
+    ws.close()
+
+
+def test_exemplar_propagation_is_reported(tmp_path):
+    from app.state import AppController
+
+    ws = Workspace(tmp_path / "ws")
+    _write(ws, "v", "k", ["A", "B", "C"], n_frames=5, has_text=False)  # offline: label by example
+    cfg = CFG.replace(filters__clip_threshold=0.9)
+    ctrl = AppController(ws, cfg, [], start_worker=False)
+    assert ctrl.result("v", cfg).label_source == "none"
+    report = ctrl.apply(cfg, ctrl.plan("v", "relabel", [(0, 0)], label="cow"))
+    res = ctrl.result("v", cfg)
+    assert res.label_source == "examples"
+    # A and C look alike (cosine 0.99): the one example relabels every A and C; B (cosine
+    # 0.2 to it) falls below the similarity threshold and is no longer kept
+    cows = [r for r in np.flatnonzero(res.kept) if res.class_name(r) == "cow"]
+    assert len(cows) == 10 and int(res.kept.sum()) == 10
+    assert (report.impact.relabelled, report.impact.relabelled_tracks) == (9, 2)
+    assert (report.impact.propagated, report.impact.propagated_tracks) == (14, 3)
+    assert "this example relabelled 9 other instances in 2 tracks" in report.message
+    ctrl.close()
     ws.close()

@@ -58,7 +58,8 @@ class Impact:
     ``instances``/``tracks``: instances whose kept state, class or track changed, and the
     tracks they belong to; ``propagated``/``propagated_tracks``: of those, the ones the
     action did not name (changed through exemplars, PMF or the track rule);
-    ``message``: a sentence for people.
+    ``relabelled``/``relabelled_tracks``: of the propagated ones, those kept before and
+    after with another class; ``message``: a sentence for people.
     """
 
     instances: int
@@ -66,6 +67,8 @@ class Impact:
     propagated: int
     propagated_tracks: int
     message: str
+    relabelled: int = 0
+    relabelled_tracks: int = 0
 
 
 def _item(cache: "VideoCache", result: "VideoResult | None", t: int, i: int, label: str | None) -> ItemRef:
@@ -245,11 +248,15 @@ def compare(before: "VideoResult", after: "VideoResult", direct: Sequence[int] =
     other = np.array([r for r in rows.tolist() if r not in direct_set], np.int64)
     n, nt = len(rows), tracks(rows)
     msg = f"{verb} {n} instance{'s' if n != 1 else ''} in {nt} track{'s' if nt != 1 else ''}"
+    relabelled = np.zeros(0, np.int64)
     if len(other):
         po = tracks(other)
         msg += (f"; {len(other)} of them through propagation (exemplars, prototype memory, track class) "
                 f"in {po} track{'s' if po != 1 else ''}")
-    return Impact(n, nt, len(other), tracks(other) if len(other) else 0, msg)
+        both = before.kept[other] & after.kept[other]
+        relabelled = other[both & (before.classes[other] != after.classes[other])]
+    return Impact(n, nt, len(other), tracks(other) if len(other) else 0, msg, len(relabelled),
+                  tracks(relabelled) if len(relabelled) else 0)
 
 
 def rows_of(cache: "VideoCache", planned: PlannedAction) -> list[int]:
