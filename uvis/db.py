@@ -611,19 +611,22 @@ class WorkspaceDB:
             "WHERE video=?", (video,)).fetchall()
         effects = sorted((Effect(int(a), k, int(t), int(i), fp, ck or None, None if s is None else int(s), lbl)
                           for a, k, t, i, fp, ck, s, lbl in rows), key=lambda e: e.action_id)
-        struct = [CurationAction(int(i), float(t), video, a, json.loads(p) if p else {}, k, "applied")
-                  for i, t, a, p, k in self._conn.execute(
-                      "SELECT id, created_at, action, CASE WHEN action='draw' THEN payload END, cache_key "
-                      "FROM curation WHERE video=? AND action IN ('merge','split','draw') AND status='applied' "
-                      "ORDER BY id", (video,))]
+        struct: list[CurationAction] = []
         struct_items: dict[int, list[ItemRef]] = {}
-        if struct:
-            for aid, t, i, fp, k, src, lbl in self._conn.execute(
-                    "SELECT action_id, frame, idx, fingerprint, cache_key, src_frame, label FROM curation_items "
-                    "WHERE video=? AND applied=1 AND kind IN ('merge_a','merge_b','split','draw') "
-                    "ORDER BY action_id, seq", (video,)):
-                struct_items.setdefault(int(aid), []).append(
-                    ItemRef(int(t), int(i), fp, k, None if src is None else int(src), None, lbl))
+        last = -1
+        for aid, created, act, payload, key, t, i, fp, ikey, src, lbl in self._conn.execute(
+                "SELECT c.id, c.created_at, c.action, CASE WHEN c.action='draw' THEN c.payload END, c.cache_key, "
+                "i.frame, i.idx, i.fingerprint, i.cache_key, i.src_frame, i.label "
+                "FROM curation c INDEXED BY curation_structural JOIN curation_items i ON i.action_id = c.id "
+                "WHERE c.video=? AND c.action IN ('merge','split','draw') AND c.status='applied' "
+                "ORDER BY c.id, i.seq", (video,)):
+            if aid != last:
+                struct.append(CurationAction(int(aid), float(created), video, act,
+                                             json.loads(payload) if payload else {}, key, "applied"))
+                struct_items[int(aid)] = []
+                last = aid
+            struct_items[int(aid)].append(ItemRef(int(t), int(i), fp, ikey, None if src is None else int(src),
+                                                  None, lbl))
         return CurationState(effects, struct, self.version(video), struct_items)
 
     def history(self, video: str, limit: int = 50) -> list[tuple[CurationAction, int]]:
