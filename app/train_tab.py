@@ -27,8 +27,9 @@ class TrainArea:
     """The tab's process-wide state: the current training job and prediction thread (kept
     outside ``gr.State``; one training job at a time)."""
 
-    def __init__(self, workspace: Path) -> None:
+    def __init__(self, workspace: Path, on_round: Any = None) -> None:
         self.workspace = Path(workspace)
+        self.on_round = on_round  # called after a round's videos were imported (the controller's reload)
         self.job: Any = None
         self.run_name = ""
         self.predict_state = ""
@@ -91,6 +92,8 @@ def on_predict(area: TrainArea, name: str, device: str) -> Any:
     def work() -> None:
         try:
             make_round(round_args(area.workspace, run, k, device=device or "cpu"))
+            if area.on_round is not None:
+                area.on_round()
             area.predict_state = f"round {k} done: its videos are in the video list (suffix -r{k})"
         except Exception as exc:  # noqa: BLE001 - shown in the tab, the app stays up
             area.predict_state = f"round {k} failed: {exc}"
@@ -170,7 +173,7 @@ def on_refresh_rounds(area: TrainArea) -> Any:
 
 
 def build(ctx: Any) -> None:
-    area = TrainArea(ctx.ctrl.ws.root)
+    area = TrainArea(ctx.ctrl.ws.root, on_round=ctx.ctrl.reload)
     ctx.options["train_area"] = area
     gr.Markdown("Train the VIS model (MinVIS) on this workspace's curated pseudo-labels; then predict the next "
                 "round's proposals with it. CPU: use the *tiny* preset.", elem_classes="uv-hint")

@@ -66,7 +66,7 @@ def main() -> None:
     it = iter(loader)
     batches = [next(it) for _ in range(max(args.iters, 1) + 1)]
     first = time.perf_counter()
-    more = [next(it) for _ in range(8)]
+    more = [next(it) for _ in range(48)]  # more than the prefetch queue (workers x 4)
     load_s = time.perf_counter() - first
     loader_fps = 2 * len(more) / load_s
     del it

@@ -144,17 +144,24 @@ def batch_tensors(model: torch.nn.Module, samples: list[dict[str, Any]]
 
 # --------------------------------------------------------------------------- checkpoints
 def _rng_state() -> dict[str, Any]:
+    """Global RNG states in a form ``torch.load(weights_only=True)`` reads (tensors, ints, floats)."""
     import random
 
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": [list(random.getstate()[1]), random.getstate()[0], random.getstate()[2]]}
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     import random
 
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    internal, version, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -284,7 +291,7 @@ class Trainer:
 
     def load_state(self, path: Path) -> None:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a bad checkpoint
             raise BadInputError(f"cannot read checkpoint {path}: {exc}; delete it and its name in "
                                 f"{self.run_dir / LAST} to resume from the one before") from exc
