@@ -61,7 +61,8 @@ def gemm_peak(reps: int) -> float:
 
 
 def flops_of(fn: Callable[[], object]) -> int:
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs counted by FlopCounterMode (grad mode on: its module tracker needs grad functions)."""
+    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
 
