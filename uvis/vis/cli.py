@@ -110,7 +110,7 @@ def _base_config(args: argparse.Namespace) -> Any:
 
 
 def _predict_one(model: Any, path: Path, vcfg: Any, args: argparse.Namespace,
-                 memory_lambda: float) -> tuple[Any, list[dict[str, Any]]]:
+                 memory_lambda: float | None = None) -> tuple[Any, list[dict[str, Any]]]:
     from uvis.video import open_video
 
     with open_video(path, stride=vcfg.stride, max_frames=vcfg.max_frames, max_side=vcfg.max_side) as reader:
