@@ -38,7 +38,10 @@ PREPARED_MEMO = 24
 class ViewState:
     """Per-session view: current video and frame, selected instance (index within the
     frame), the track it belongs to (selection follows it across frames), the instance
-    marked for a merge ``(frame, index)``, and the project generation last shown."""
+    marked for a merge ``(frame, index)``, the project generation last shown, the canvas
+    layout (``grid`` | ``focus`` on panel ``focus`` | ``canvas`` with ``layers``), the
+    timeline filter, the JSON of the config the view shows (export refuses another),
+    and the recently used classes (keys 1-9)."""
 
     video: str | None = None
     frame: int = 0
@@ -47,6 +50,12 @@ class ViewState:
     merge_mark: tuple[int, int] | None = None
     generation: int = -1
     scale: float = 1.0
+    layout: str = "grid"
+    focus: int = 0
+    layers: tuple[str, ...] = ("proposals", "label scores", "decisions", "tracks")
+    timeline: Any = None
+    shown_config: str = ""
+    recent: tuple[str, ...] = ()
 
 
 class FrameSource:
@@ -289,6 +298,48 @@ class AppController:
             self._curation_version += 1
             return action_id
 
+    def undo_action(self, video: str) -> Any:
+        """Undo the newest applied action; returns it (None: nothing to undo)."""
+        with self._lock:
+            target = self.ws.db.undo(video)
+            self._curation_version += 1
+        return target
+
+    def redo_action(self, video: str) -> Any:
+        """Redo the oldest undone action; returns it (None: nothing to redo)."""
+        with self._lock:
+            target = self.ws.db.redo(video)
+            self._curation_version += 1
+        return target
+
+    def revert(self, video: str, action_id: int) -> None:
+        """Revert one action of the history.
+
+        Raises:
+            BadInputError: the action is not the newest applied one (the log undoes in order).
+        """
+        with self._lock:
+            active = self.ws.db.active(video)
+            if not active or active[-1].id != action_id:
+                raise BadInputError("only the newest active action can be reverted here; undo (Ctrl+Z) the "
+                                    "later ones first")
+            self.undo_action(video)
+
+    def curate_track(self, video: str, action: str, track: int, label: str | None, config: Config) -> str:
+        """accept / reject / relabel every instance of a track as one action (one undo step).
+
+        Raises:
+            BadInputError: this workspace's curation log has no batch actions yet.
+        """
+        raise BadInputError("whole-track accept / reject / relabel needs batch curation actions, which this "
+                            "version of the library does not have yet; untick 'whole track'")
+
+    def apply_to_similar(self, video: str, chosen: list[tuple[int, int, str]]) -> str:
+        """Relabel the chosen (frame, index, label) instances; returns what it did in words."""
+        for f, i, lbl in chosen:
+            self.curate(video, "relabel", {"frame": int(f), "index": int(i), "label": lbl})
+        return f"labelled {len(chosen)} similar instances"
+
     def undo(self, video: str) -> str:
         with self._lock:
             target = self.ws.db.undo(video)
@@ -304,6 +355,66 @@ class AppController:
     def curation_count(self, video: str) -> int:
         with self._lock:
             return len(self.ws.db.active(video))
+
+    def relabel(self, video: str, t: int, index: int, label: str, config: Config) -> Config:
+        """Relabel instance ``index`` of frame ``t`` as ``label``; a class not in the
+        vocabulary is added to it first (and that config saved). Returns the config the
+        view decides with afterwards."""
+        label = (label or "").strip()
+        if not label:
+            raise BadInputError("choose a class in 'relabel as' first (R focuses it)")
+        if label not in config.labeler.vocabulary:
+            config = config.replace(labeler__vocabulary=[*config.labeler.vocabulary, label])
+            self.save_config(config, note="relabel adds a class")
+        self.curate(video, "relabel", {"frame": int(t), "index": int(index), "label": label})
+        return config
+
+    def decide_all(self, config: Config) -> dict[str, VideoResult]:
+        """Decisions of every video under ``config``, consistent with the view (export, evaluation).
+
+        Raises:
+            BadInputError: no labelled video yet.
+        """
+        project = self.project()
+        if project is None:
+            raise BadInputError(self._project_error or "nothing to export yet: no labelled video")
+        with self._lock:
+            return project.decide(config)
+
+    def history(self, video: str) -> list[Any]:
+        """The video's curation log, oldest first (``CurationAction`` rows, undone ones included)."""
+        with self._lock:
+            return list(self.ws.db.entries(video))
+
+    # ------------------------------------------------------------------ view memory
+    def video_status(self, video: str) -> str:
+        """The labelling status of a video (``done``, ``partial``, ``running``, ``cancelled``, ``failed``...)."""
+        with self._lock:
+            rec = self.ws.db.video(video)
+        return rec.status if rec is not None else ""
+
+    def remember_view(self, video: str, frame: int) -> None:
+        """Remember the last video and frame shown (per workspace, survives restarts)."""
+        from uvis.export._io import atomic_file
+
+        data = json.dumps({"video": video, "frame": int(frame)})
+        path = self.ws.root / "app_view.json"
+        with self._lock:
+            try:
+                if path.is_file() and path.read_text() == data:
+                    return
+                with atomic_file(path) as tmp:
+                    Path(tmp).write_text(data)
+            except OSError:  # a read-only workspace only loses this convenience
+                pass
+
+    def remembered_view(self) -> tuple[str | None, int]:
+        """(video, frame) last shown in this workspace, or (None, -1)."""
+        try:
+            data = json.loads((self.ws.root / "app_view.json").read_text())
+            return str(data["video"]), int(data["frame"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, -1
 
     # ------------------------------------------------------------------ jobs
     def add_video(self, path: Path, name: str) -> Job:
