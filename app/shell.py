@@ -13,6 +13,7 @@ import functools
 import html
 import json
 import traceback
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -104,6 +105,12 @@ def on(ctx: Context, trigger: Callable[..., Any], fn: Callable[..., Any], inputs
             return (*[gr.skip()] * n, notice_html(message_of(exc), warning=True))
         return (*values, note)
 
+    # Gradio finds event-data parameters (gr.SelectData, gr.KeyUpData) by their resolved type hints
+    base = fn.func if isinstance(fn, functools.partial) else fn
+    try:
+        run.__annotations__ = typing.get_type_hints(base)
+    except (NameError, TypeError):
+        run.__annotations__ = {}
     return trigger(run, ctx.outs(inputs), [*outs, notice], **kwargs)
 
 

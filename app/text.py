@@ -41,8 +41,10 @@ def tooltips(has_text: bool) -> dict[str, str]:
 
 
 KEYS: tuple[tuple[str, str], ...] = (
-    ("← / →", "previous / next frame"), ("space", "play / pause"), ("A", "accept the selection"),
-    ("X", "reject the selection"), ("R", "relabel: focus the class box"), ("T", "whole-track mode on/off"),
+    ("← / →", "previous / next frame"), ("[ / ]", "select the previous / next instance of the frame"),
+    ("space", "play / pause"), ("A", "accept the selection"),
+    ("X", "reject the selection"), ("R", "relabel: focus the class box (type, Enter relabels)"),
+    ("T", "whole-track mode on/off"),
     ("Ctrl+Z", "undo"), ("Ctrl+Shift+Z", "redo"), ("1–9", "relabel as a recent class"),
     ("Esc", "clear the selection / close this"), ("?", "show / hide this list"),
 )
@@ -180,6 +182,10 @@ PAGE_JS = r"""
                          || t.isContentEditable);
     const overlay = byId('keys-overlay');
     if (e.key === 'Escape') { if (overlay) overlay.hidden = true; if (!typing) send({op: 'clear'}); return; }
+    if (e.key === 'Enter' && t && t.closest && t.closest('#relabel-choice')) {
+      setTimeout(() => click('relabel'), 250);  // after the class box committed the typed value
+      return;
+    }
     if (typing) return;
     if (t && t.tagName === 'INPUT' && t.type === 'range' && (e.key === 'ArrowLeft' || e.key === 'ArrowRight')) return;
     const k = e.key;
@@ -195,6 +201,7 @@ PAGE_JS = r"""
     else if (k === 't' || k === 'T') { const c = document.querySelector('#track-mode input'); if (c) c.click(); }
     else if (k === '?') { if (overlay) overlay.hidden = !overlay.hidden; }
     else if (/^[1-9]$/.test(k)) send({op: 'recent', k: parseInt(k)});
+    else if (k === ']' || k === '[') send({op: 'cycle', step: k === ']' ? 1 : -1});
     else done = false;
     if (done) e.preventDefault();
   });

@@ -101,6 +101,16 @@ def on_command(ctrl: AppController, text_: str, st: ViewState, *vals: Any) -> An
         return view_values(views.select(ctrl, st, cfg, int(cmd["index"])))
     if op == "clear":
         return view_values(views.select(ctrl, st, cfg, None))
+    if op == "cycle":
+        if not st.video:
+            raise BadInputError("no video")
+        rows = ctrl.frame_rows(st.video, st.frame)
+        n = rows.stop - rows.start
+        if not n:
+            raise BadInputError(f"frame {st.frame} has no instance")
+        step = int(cmd.get("step", 1))
+        index = (step if step < 0 else 0) % n if st.selected is None else (st.selected + step) % n
+        return view_values(views.select(ctrl, st, cfg, index))
     if op == "jump":
         track = int(cmd.get("track", -1))
         frame = int(cmd.get("frame", -1))
