@@ -22,7 +22,7 @@ from uvis import masks as M
 from uvis.cache import CacheMeta, CacheWriter
 from uvis.config import Config
 from uvis.errors import BadInputError
-from uvis.export._io import atomic_dir, write_json_atomic
+from uvis.fsutil import atomic_dir, atomic_write_json
 from uvis.export.frames import iter_processed_frames, reading_parameters
 from uvis.pipeline import open_project
 from uvis.types import Instances, Reason
@@ -172,9 +172,9 @@ def test_fixture_has_every_kind_of_decision(workspace_dir):
 
 def test_write_json_atomic_leaves_no_temp_on_failure(tmp_path):
     target = tmp_path / "out.json"
-    write_json_atomic(target, {"a": 1})
+    atomic_write_json(target, {"a": 1})
     with pytest.raises(ValueError):
-        write_json_atomic(target, {"a": float("nan")})  # strict JSON: refused
+        atomic_write_json(target, {"a": float("nan")})  # strict JSON: refused
     assert json.loads(target.read_text()) == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 

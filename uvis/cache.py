@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from uvis.errors import BadInputError
+from uvis.fsutil import atomic_path, atomic_write_text, clean_stale_temps
 from uvis.tracker import MaskIoUMemo
 from uvis.types import Instances, VideoInfo
 
@@ -31,13 +31,6 @@ def cache_key(proposer_name: str, embedder_name: str, stride: int, max_side: int
     """Folder name of a cache: changes whenever model outputs would differ."""
     raw = json.dumps([proposer_name, embedder_name, int(stride), max_side])
     return hashlib.sha1(raw.encode()).hexdigest()[:12]
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temporary file and rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -71,9 +64,10 @@ class CacheWriter:
         self.frames_dir = self.directory / "frames"
         self.frames_dir.mkdir(parents=True, exist_ok=True)
         self.meta = meta
-        for stale in self.frames_dir.glob(".*.tmp.npz"):  # left by a killed run
+        for stale in self.frames_dir.glob(".*.tmp.npz"):  # left by a killed run of an older version
             stale.unlink(missing_ok=True)
-        write_json_atomic(self.directory / "meta.json", meta.to_dict())
+        clean_stale_temps(self.frames_dir)  # left by a killed run
+        atomic_write_text(self.directory / "meta.json", json.dumps(meta.to_dict(), indent=1))
 
     def frame_path(self, t: int) -> Path:
         return self.frames_dir / f"{t:06d}.npz"
@@ -95,11 +89,10 @@ class CacheWriter:
                 raise ValueError(f"mask size {m['size']} differs from frame size {(h, w)} at frame {t}")
         emb = inst.embeddings.reshape(len(inst), -1) if len(inst) else np.zeros((0, self.meta.embedding_dim))
         path = self.frame_path(t)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, boxes=inst.boxes.astype(np.float32), objectness=inst.objectness.astype(np.float32),
-                 embeddings=emb.astype(np.float32),
-                 mask_counts=np.array([m["counts"] for m in inst.masks], dtype=np.str_))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, boxes=inst.boxes.astype(np.float32), objectness=inst.objectness.astype(np.float32),
+                     embeddings=emb.astype(np.float32),
+                     mask_counts=np.array([m["counts"] for m in inst.masks], dtype=np.str_))
 
 
 @dataclass

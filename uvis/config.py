@@ -200,10 +200,9 @@ class Config:
         """Write as YAML (``.yaml``/``.yml``) or JSON (any other suffix), atomically."""
         path = Path(path)
         text = self.to_yaml() if path.suffix in {".yaml", ".yml"} else self.to_json()
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        return path
+        from uvis.fsutil import atomic_write_text
+
+        return atomic_write_text(path, text)
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":

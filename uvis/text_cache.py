@@ -8,11 +8,12 @@ prompts and their (P, D) float32 L2-normalised embeddings; it is rewritten atomi
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from uvis.fsutil import atomic_path
 
 TextEncoder = Callable[[Sequence[str]], np.ndarray]
 
@@ -93,6 +94,5 @@ class TextEmbeddingCache:
     def _save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         prompts = np.array(sorted(self._index, key=self._index.__getitem__))
-        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, model=np.array(self.model_name), prompts=prompts, embeddings=self._matrix)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            np.savez(tmp, model=np.array(self.model_name), prompts=prompts, embeddings=self._matrix)

@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from uvis.errors import BadInputError, MissingWeightsError
+from uvis.fsutil import atomic_write_text
 
 CONNECT_TIMEOUT_S = 5.0
 """Seconds to open the connection; exceeded means no network, and we do not retry."""
@@ -160,9 +161,7 @@ def _record_hash(entry: WeightsEntry, digest: str, size: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     data = recorded_hashes()
     data[entry.filename] = {"sha256": digest, "url": entry.url, "size": size}
-    tmp = folder / f".{HASHES_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, folder / HASHES_FILE)
+    atomic_write_text(folder / HASHES_FILE, json.dumps(data, indent=2, sort_keys=True))
 
 
 def expected_sha256(entry: WeightsEntry) -> tuple[str | None, str]:

@@ -106,10 +106,9 @@ def _run_table1(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    from uvis.fsutil import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def format_f1(d: dict[str, Any]) -> str:

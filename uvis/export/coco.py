@@ -35,7 +35,7 @@ import uvis
 from uvis import masks as mask_ops
 from uvis.decide import VideoResult
 from uvis.export._common import common_vocabulary, export_labels, instance_columns, video_ids
-from uvis.export._io import write_json_atomic
+from uvis.fsutil import atomic_write_json
 from uvis.export.frames import frame_file_name, write_video_frames
 
 ProgressFn = Callable[[str, int, int], None]
@@ -111,5 +111,5 @@ def export_coco(results: Mapping[str, VideoResult], out_dir: str | Path, *,
     images.mkdir(parents=True, exist_ok=True)
     for name, r in results.items():
         write_video_frames(r.info, images, None if progress is None else (lambda d, t, n=name: progress(n, d, t)))
-    return write_json_atomic(out_dir / "annotations.json", data)
+    return atomic_write_json(out_dir / "annotations.json", data)
 

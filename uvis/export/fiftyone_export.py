@@ -71,7 +71,7 @@ from uvis import masks as mask_ops
 from uvis.decide import VideoResult
 from uvis.errors import BadInputError, MissingDependencyError, UvisError, require
 from uvis.export._common import common_vocabulary, export_labels, proposal_indices
-from uvis.export._io import atomic_file
+from uvis.fsutil import atomic_path
 from uvis.export.frames import iter_processed_frames
 from uvis.types import Reason, VideoInfo
 
@@ -144,7 +144,7 @@ def encode_video(info: VideoInfo, media_dir: str | Path,
                                      "apt-get install ffmpeg (Debian/Ubuntu) or brew install ffmpeg (macOS)")
     mw, mh = media_size(info)
     vf = ["-vf", f"pad={mw}:{mh}:0:0:black"] if (mw, mh) != (info.width, info.height) else []
-    with atomic_file(out) as tmp, tempfile.TemporaryFile() as err:
+    with atomic_path(out) as tmp, tempfile.TemporaryFile() as err:
         cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{info.width}x{info.height}", "-framerate", _fps_arg(info.fps), "-i", "pipe:0", "-an",
                *vf, "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from uvis.errors import BadInputError
-from uvis.export._io import atomic_dir
+from uvis.fsutil import atomic_dir
 from uvis.types import VideoInfo
 
 JPEG_QUALITY = 95
@@ -80,7 +80,7 @@ def write_video_frames(info: VideoInfo, frames_dir: str | Path,
     """Write every processed frame of a video as ``frames_dir/<video>/<t:05d>.jpg``.
 
     The video's folder is replaced as a whole and atomically (see
-    :func:`uvis.export._io.atomic_dir`). ``on_frame(done, total)`` reports progress.
+    :func:`uvis.fsutil.atomic_dir`). ``on_frame(done, total)`` reports progress.
     Returns the video's folder.
     """
     target = Path(frames_dir) / info.name

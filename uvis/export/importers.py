@@ -28,7 +28,7 @@ from pycocotools import mask as mask_utils
 from uvis import masks as mask_ops
 from uvis.errors import BadInputError
 from uvis.export._common import COLUMNS, parse_columns, proposal_indices
-from uvis.export._io import write_json_atomic
+from uvis.fsutil import atomic_write_json
 from uvis.masks import RLE
 from uvis.types import Instances, Reason, VideoInfo
 
@@ -613,7 +613,7 @@ def import_ytvis_into_workspace(workspace: Any, json_path: str | Path, frames_di
         subset = {"info": gt.data.get("info", {}), "licenses": gt.data.get("licenses", []),
                   "videos": [videos_by_id[vid]], "categories": categories, "annotations": by_video.get(vid, []),
                   "uvis_source": {"file": str(Path(json_path).resolve()), "video_id": vid}}
-        path = write_json_atomic(out_dir / f"{name}.json", subset)
+        path = atomic_write_json(out_dir / f"{name}.json", subset)
         files[name] = path
         meta = gt.truth.videos[vid]
         if db.video(name) is None:

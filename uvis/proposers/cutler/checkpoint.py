@@ -106,9 +106,9 @@ def detectron2_key(port_key: str, num_stages: int) -> str:
     return k
 
 
-def unwrap_checkpoint(obj: Any) -> dict[str, Any]:
+def unwrap_checkpoint(obj: Any, what: str = "CutLER") -> dict[str, Any]:
     """The state dict inside a loaded checkpoint: ``obj["model"]`` for detectron2 /
-    official CutLER files, ``obj["state_dict"]``, or ``obj`` itself."""
+    official CutLER (or MinVIS, ``what``) files, ``obj["state_dict"]``, or ``obj`` itself."""
     if isinstance(obj, Mapping):
         for wrapper in ("model", "state_dict"):
             inner = obj.get(wrapper)
@@ -117,7 +117,7 @@ def unwrap_checkpoint(obj: Any) -> dict[str, Any]:
         if all(isinstance(k, str) for k in obj):
             return dict(obj)
     raise CheckpointError(
-        f"not a CutLER checkpoint: expected a state dict (or {{'model': state_dict}}), got {type(obj).__name__}"
+        f"not a {what} checkpoint: expected a state dict (or {{'model': state_dict}}), got {type(obj).__name__}"
     )
 
 
@@ -186,18 +186,18 @@ def convert_detectron2_state_dict(
     return converted
 
 
-def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` of a CutLER ``.pth``; returns the state dict."""
+def load_checkpoint_file(path: str | Path, what: str = "CutLER") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` of a CutLER (or ``what``) ``.pth``; returns the state dict."""
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
-        raise BadInputError(f"CutLER weights file not found: {path}") from exc
+        raise BadInputError(f"{what} weights file not found: {path}") from exc
     except Exception as exc:  # unpickling errors come in many types
         raise CheckpointError(
-            f"cannot read CutLER weights {path} with torch.load(weights_only=True): {exc}"
+            f"cannot read {what} weights {path} with torch.load(weights_only=True): {exc}"
         ) from exc
-    return unwrap_checkpoint(obj)
+    return unwrap_checkpoint(obj, what)
 
 
 def load_cutler(
