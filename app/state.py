@@ -395,7 +395,7 @@ class AppController:
 
     def remember_view(self, video: str, frame: int) -> None:
         """Remember the last video and frame shown (per workspace, survives restarts)."""
-        from uvis.export._io import atomic_file
+        from uvis.fsutil import atomic_write_text
 
         data = json.dumps({"video": video, "frame": int(frame)})
         path = self.ws.root / "app_view.json"
@@ -403,8 +403,7 @@ class AppController:
             try:
                 if path.is_file() and path.read_text() == data:
                     return
-                with atomic_file(path) as tmp:
-                    Path(tmp).write_text(data)
+                atomic_write_text(path, data, durable=False)
             except OSError:  # a read-only workspace only loses this convenience
                 pass
 
