@@ -496,7 +496,7 @@ def test_keyboard_slider_change_redecides_and_export_uses_the_shown_config(page,
     assert n_masks == kept_typed
     # an edited text setting not applied yet: the page says so until it applies (on leaving the box)
     page.get_by_role("tab", name="Settings").click()
-    page.locator("#per-class textarea").fill("person: 0.9")
+    page.locator("#per-class textarea").press_sequentially("person: 0.9")  # typed, as a person does
     page.wait_for_selector("#settings-pending")
     page.locator("#per-class textarea").blur()
     page.wait_for_selector("#settings-pending", state="detached")
