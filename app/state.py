@@ -334,6 +334,16 @@ class AppController:
         raise BadInputError("whole-track accept / reject / relabel needs batch curation actions, which this "
                             "version of the library does not have yet; untick 'whole track'")
 
+    def curate_batch(self, video: str, action: str, refs: list[tuple[int, int]], label: str | None,
+                     config: Config) -> str:
+        """accept / reject / relabel the (frame, index) instances ``refs`` as one action (one undo step).
+
+        Raises:
+            BadInputError: this workspace's curation log has no batch actions yet.
+        """
+        raise BadInputError("batch accept / reject / relabel needs batch curation actions, which this version "
+                            "of the library does not have yet")
+
     def apply_to_similar(self, video: str, chosen: list[tuple[int, int, str]]) -> str:
         """Relabel the chosen (frame, index, label) instances; returns what it did in words."""
         for f, i, lbl in chosen:
