@@ -23,8 +23,7 @@ from uvis.config import Config
 from uvis.decide import VideoResult
 from uvis.errors import BadInputError, ConfigError
 from uvis.types import Reason
-
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".webm", ".mkv", ".mov")
+from uvis.video import VIDEO_EXTENSIONS  # noqa: F401 - the one list of accepted video files (also used by main)
 DEFAULT_MAX_UPLOAD_MB = 512
 TABLE_HEADERS: list[str] = ["#", "objectness", "label", "label score", "decision", "deciding value", "track",
                             "top-5 classes", "closest prompt"]
@@ -423,12 +422,3 @@ def resolve_inside(text: str, roots: Sequence[Path]) -> Path:
         raise BadInputError(f"{raw}: no such file or folder")
     return p
 
-
-def unique_video_name(wanted: str, existing: Sequence[str]) -> str:
-    """``wanted``, or ``wanted_2``, ``wanted_3``… if taken."""
-    if wanted not in existing:
-        return wanted
-    k = 2
-    while f"{wanted}_{k}" in existing:
-        k += 1
-    return f"{wanted}_{k}"

@@ -174,7 +174,8 @@ class JobQueue:
 
                 cache = runner.label_video(job.path, name=job.name, progress=progress, cancel=job.cancel)
                 job.state = "done"
-                job.message = f"{cache.num_cached} frames, {len(cache.instances)} proposals"
+                job.message = "; ".join([f"{cache.num_cached} frames, {len(cache.instances)} proposals",
+                                         *(f"⚠️ {w}" for w in cache.warnings)])
             except Cancelled:
                 job.state, job.message = "cancelled", f"stopped at frame {job.done}; finished frames are kept"
             except UvisError as exc:

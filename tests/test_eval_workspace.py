@@ -157,7 +157,7 @@ def _dog_mask():
 
 
 def _workspace(tmp_path: Path, n_frames: int = 8):
-    pipeline = pytest.importorskip("uvis.pipeline")
+    from uvis import pipeline
     from uvis.cache import CacheMeta, CacheWriter
     from uvis.workspace import Workspace
 

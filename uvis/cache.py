@@ -2,10 +2,18 @@
 
 Layout of one cache folder (``<workspace>/videos/<video>/<cache_key>/``)::
 
-    meta.json           video info, proposer and embedder names, embedding dim
+    meta.json           video info, proposer and embedder names, embedding dim, and the
+                        settings the cache key was computed from (``settings``)
     frames/000123.npz   processed frame 123: boxes (N,4) float32 xyxy, objectness (N,),
                         embeddings (N,D) float32, mask_counts (N,) str (COCO RLE counts
                         at the frame size)
+
+The key (:func:`cache_key`) hashes :func:`cache_settings`: every setting that changes the
+model outputs (the proposer's and embedder's names, which carry their weights' digests,
+the proposer and embedder settings that backend uses, minus device and batch size, and
+the frame stride and ``max_side``). ``max_frames`` is not part of it: a longer run
+extends the same cache. A :class:`CacheWriter` refuses a folder whose stored settings
+differ, so ``meta.json`` never claims settings the frames were not made with.
 
 Every file is written atomically (temporary file, then ``os.replace``), so a killed job
 leaves only complete frames; the next run resumes at the first missing frame. The cache
@@ -17,7 +25,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -27,9 +35,22 @@ from uvis.tracker import MaskIoUMemo
 from uvis.types import Instances, VideoInfo
 
 
-def cache_key(proposer_name: str, embedder_name: str, stride: int, max_side: int | None) -> str:
-    """Folder name of a cache: changes whenever model outputs would differ."""
-    raw = json.dumps([proposer_name, embedder_name, int(stride), max_side])
+def cache_settings(proposer_name: str, proposer_settings: Mapping[str, Any], embedder_name: str,
+                   embedder_settings: Mapping[str, Any], stride: int, max_side: int | None) -> dict[str, Any]:
+    """Everything that changes a cache's contents, as a JSON-able dict (hashed by :func:`cache_key`).
+
+    ``proposer_settings``/``embedder_settings`` come from
+    :func:`uvis.proposers.factory.proposer_settings` and
+    :func:`uvis.embedders.factory.embedder_settings`.
+    """
+    return {"proposer": str(proposer_name), "proposer_settings": dict(proposer_settings),
+            "embedder": str(embedder_name), "embedder_settings": dict(embedder_settings),
+            "stride": int(stride), "max_side": None if max_side is None else int(max_side)}
+
+
+def cache_key(settings: Mapping[str, Any]) -> str:
+    """Folder name of a cache: a hash of :func:`cache_settings`."""
+    raw = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(raw.encode()).hexdigest()[:12]
 
 
@@ -44,29 +65,73 @@ class CacheMeta:
     embedding_dim: int
     has_text: bool
     logit_scale: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    """:func:`cache_settings` of the cache (empty in caches made before it was recorded)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"info": self.info.to_dict(), "proposer": self.proposer, "embedder": self.embedder,
                 "embedder_config": self.embedder_config, "embedding_dim": self.embedding_dim,
-                "has_text": self.has_text, "logit_scale": self.logit_scale}
+                "has_text": self.has_text, "logit_scale": self.logit_scale, "settings": self.settings}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CacheMeta":
         return cls(VideoInfo.from_dict(d["info"]), d["proposer"], d["embedder"], d.get("embedder_config", {}),
-                   int(d["embedding_dim"]), bool(d["has_text"]), float(d["logit_scale"]))
+                   int(d["embedding_dim"]), bool(d["has_text"]), float(d["logit_scale"]),
+                   dict(d.get("settings") or {}))
+
+
+def _resume_problems(stored: CacheMeta, new: CacheMeta) -> list[str]:
+    """Why frames made for ``new`` must not be added to a cache made as ``stored`` (empty: compatible)."""
+    problems = []
+    if stored.settings:
+        for k in sorted(set(stored.settings) | set(new.settings)):
+            if stored.settings.get(k) != new.settings.get(k):
+                problems.append(f"{k}: cached {stored.settings.get(k)!r}, now {new.settings.get(k)!r}")
+    else:  # made before settings were recorded: at least the models must agree
+        for k in ("proposer", "embedder"):
+            if getattr(stored, k) != getattr(new, k):
+                problems.append(f"{k}: cached {getattr(stored, k)!r}, now {getattr(new, k)!r}")
+    if stored.embedding_dim != new.embedding_dim:
+        problems.append(f"embedding_dim: cached {stored.embedding_dim}, now {new.embedding_dim}")
+    a, b = stored.info, new.info
+    if (a.width, a.height, a.source_width, a.source_height) != (b.width, b.height, b.source_width, b.source_height):
+        problems.append(f"frame size: cached {a.width}x{a.height} (source {a.source_width}x{a.source_height}), "
+                        f"now {b.width}x{b.height} (source {b.source_width}x{b.source_height})")
+    n = min(len(a.source_indices), len(b.source_indices))
+    if a.source_indices[:n] != b.source_indices[:n] or a.frame_names[:n] != b.frame_names[:n]:
+        problems.append("the processed frames are other source frames than the cached ones")
+    return problems
 
 
 class CacheWriter:
-    """Writes one video's cache frame by frame; resumable."""
+    """Writes one video's cache frame by frame; resumable.
+
+    Raises:
+        BadInputError: ``directory`` holds a cache made with other settings, frame size or
+            source frames (see :func:`_resume_problems`); nothing is written then.
+    """
 
     def __init__(self, directory: Path, meta: CacheMeta) -> None:
         self.directory = Path(directory)
         self.frames_dir = self.directory / "frames"
+        meta_path = self.directory / "meta.json"
+        if meta_path.is_file():
+            try:
+                stored = CacheMeta.from_dict(json.loads(meta_path.read_text()))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise BadInputError(f"cache {self.directory}: meta.json is unreadable ({exc}); move the folder "
+                                    "away to label this video again") from exc
+            problems = _resume_problems(stored, meta)
+            if problems:
+                raise BadInputError(f"cache {self.directory} was made with other settings than this run "
+                                    f"({'; '.join(problems)}); refusing to add frames to it. Move the folder "
+                                    "away to label the video again")
         self.frames_dir.mkdir(parents=True, exist_ok=True)
         self.meta = meta
         for stale in self.frames_dir.glob(".*.tmp.npz"):  # left by a killed run of an older version
             stale.unlink(missing_ok=True)
         clean_stale_temps(self.frames_dir)  # left by a killed run
+        clean_stale_temps(self.directory)
         atomic_write_text(self.directory / "meta.json", json.dumps(meta.to_dict(), indent=1))
 
     def frame_path(self, t: int) -> Path:
@@ -109,10 +174,20 @@ class VideoCache:
     num_cached: int
     frame_slices: list[slice] = field(default_factory=list)
     iou_memo: MaskIoUMemo | None = None
+    warnings: list[str] = field(default_factory=list)
+    """Messages of the labelling run that returned this cache (reader warnings, the name
+    chosen for a clashing video); empty when loaded."""
 
     @property
     def info(self) -> VideoInfo:
         return self.meta.info
+
+    @property
+    def key(self) -> str:
+        """The cache key (:func:`cache_key`): names the model outputs this cache holds.
+
+        Curation provenance records it; it is the cache folder's name."""
+        return self.directory.name
 
     @property
     def complete(self) -> bool:

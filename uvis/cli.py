@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from uvis.config import Config
 from uvis.errors import BadInputError, MissingDependencyError, UvisError
 
-# Sub-command modules that register themselves with ``add_parser(subparsers)``.
-_PLUGIN_MODULES = ("uvis.weights_cli", "uvis.eval.cli", "uvis.export.cli")
+# Sub-command modules that register themselves with ``add_parser(subparsers)``, and the
+# sub-commands each adds (shown, with the install command, when a package it needs is missing).
+_PLUGIN_MODULES: dict[str, tuple[str, ...]] = {
+    "uvis.weights_cli": ("weights",), "uvis.eval.cli": ("eval",), "uvis.export.cli": ("export", "import"),
+}
+# Import names whose pip package is named otherwise.
+_PIP_NAMES = {"cv2": "opencv-python-headless", "yaml": "PyYAML", "PIL": "Pillow", "bson": "pymongo"}
 
 
 def _add_label(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("label", help="run proposals + embeddings on videos into a workspace, then decide")
-    p.add_argument("inputs", nargs="+", help="video files (mp4/avi/webm/mkv) or frame folders")
+    p.add_argument("inputs", nargs="+", help="video files (mp4/avi/webm/mkv/mov) or frame folders")
     p.add_argument("--workspace", "-w", default="workspace", help="workspace folder (default ./workspace)")
     p.add_argument("--config", help="YAML/JSON config file (partial files fill in defaults)")
     p.add_argument("--proposer", choices=["motion", "file", "cutler", "detectron2"])
@@ -94,9 +99,14 @@ def _run_label(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     inputs = find_videos(args.inputs)
     ws = Workspace(args.workspace)
-    ws.db.save_config(cfg.to_json(), note="label")
     runner = Runner(ws, cfg)
     names, failed = [], []
+    saved: list[int] = []
+
+    def save_config() -> None:  # only once a run has started: a failing command changes nothing
+        if not saved:
+            saved.append(ws.db.save_config(cfg.to_json(), note="label"))
+
     for item in inputs:
         bar = None
         if not args.quiet:
@@ -114,7 +124,7 @@ def _run_label(args: argparse.Namespace) -> int:
                 bar.refresh()
 
         try:
-            cache = runner.label_video(item, progress=progress)
+            cache = runner.label_video(item, progress=progress, on_started=save_config)
         except BadInputError as exc:  # one bad video of a batch: report it, go on with the rest
             if len(inputs) == 1:
                 raise
@@ -125,6 +135,8 @@ def _run_label(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.close()
         names.append(cache.info.name)
+        for w in cache.warnings:
+            print(f"warning: {w}", file=sys.stderr)
         if cache.num_cached < cache.info.num_frames:
             print(f"warning: {cache.info.name}: only {cache.num_cached}/{cache.info.num_frames} frames cached",
                   file=sys.stderr)
@@ -149,9 +161,7 @@ def _run_show(args: argparse.Namespace) -> int:
     from uvis.stats import format_counts
     from uvis.workspace import Workspace
 
-    if not Path(args.workspace).is_dir():
-        raise BadInputError(f"workspace not found: {args.workspace}")
-    ws = Workspace(args.workspace)
+    ws = Workspace.existing(args.workspace)
     cfg = ws.current_config(args.config)
     videos = [args.video] if args.video else None
     results = open_project(ws, videos).decide(cfg)
@@ -175,22 +185,46 @@ def make_parser() -> argparse.ArgumentParser:
     _add_label(sub)
     _add_show(sub)
     _add_config(sub)
-    for mod_name in _PLUGIN_MODULES:
+    for mod_name, commands in _PLUGIN_MODULES.items():
         try:
             mod = importlib.import_module(mod_name)
         except ModuleNotFoundError as exc:
-            if exc.name and mod_name.startswith(exc.name):
-                continue  # that part of the tool is not installed in this checkout
-            raise
+            if not exc.name or exc.name.split(".")[0] == "uvis":
+                raise  # the project's own module is missing: a broken checkout must fail loudly
+            _add_missing(sub, commands, exc.name)
+            continue
         mod.add_parser(sub)
     return parser
+
+
+def _add_missing(sub: argparse._SubParsersAction, commands: Sequence[str], module: str) -> None:
+    """Register ``commands`` as stubs that say which package is missing and how to install it."""
+    top = module.split(".")[0]
+    install = f"pip install {_PIP_NAMES.get(top, top)}  (or: pip install -r requirements.txt)"
+
+    def fail(args: argparse.Namespace) -> int:
+        raise MissingDependencyError(f"'{args.command}' needs the package '{top}', which is not installed; "
+                                     f"install it with: {install}")
+
+    for cmd in commands:
+        p = sub.add_parser(cmd, help=f"(unavailable: needs '{top}', install with {install})", add_help=False,
+                           prefix_chars="\0")  # every argument is taken as is: the command only explains
+        p.add_argument("rest", nargs="*")
+        p.set_defaults(func=fail)
+
+
+def _short(text: object, limit: int = 300) -> str:
+    s = str(text)
+    return s if len(s) <= limit else f"{s[:limit // 2]}...{s[-limit // 4:]} ({len(s)} characters)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as an "Exception ignored" at exit
+        return code
     except BadInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -203,3 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished frames are cached and a re-run resumes", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `config dump | head`: the reader left; no traceback
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        print("error: the output was closed before everything was written (broken pipe)", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused (permissions, name too long, disk full, ...)
+        where = f" {_short(exc.filename)}:" if exc.filename else ""
+        print(f"error:{where} {exc.strerror or exc}", file=sys.stderr)
+        return 2

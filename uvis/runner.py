@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from uvis.cache import CacheMeta, CacheWriter, VideoCache, cache_key
+from uvis.cache import CacheMeta, CacheWriter, VideoCache, cache_key, cache_settings
 from uvis.config import Config
 from uvis.embedders.base import Embedder
 from uvis.proposers.base import Proposer
@@ -66,7 +66,7 @@ class Runner:
             self._embedder = make_embedder(self.config.embedder)
         return self._embedder
 
-    def _proposer(self, video: str, info: VideoInfo) -> Proposer:
+    def _proposer(self, video: str, info: VideoInfo, lookup: str) -> Proposer:
         if self._proposer_factory is not None:
             return self._proposer_factory(video, info)
         from uvis.proposers.factory import make_proposer
@@ -75,53 +75,128 @@ class Runner:
             if self._shared_proposer is None:
                 self._shared_proposer = make_proposer(self.config.proposer, video, info)
             return self._shared_proposer
-        return make_proposer(self.config.proposer, video, info)
+        # a file proposer finds the video's proposals under the name asked for (or the
+        # source's own), even when a name clash made the workspace name differ
+        return make_proposer(self.config.proposer, lookup, info)
 
     def label_video(self, path: str | Path, *, name: str | None = None, progress: ProgressFn | None = None,
-                    cancel: threading.Event | None = None) -> VideoCache:
+                    cancel: threading.Event | None = None,
+                    on_started: Callable[[], None] | None = None) -> VideoCache:
         """Process one video (file or frame folder) into the workspace cache and return it.
 
+        The video's name is ``name`` (refused if unsafe or another source's), else derived
+        from the path with ``_2``, ``_3``... while it is another video's (see
+        :meth:`~uvis.workspace.Workspace.resolve_video_name`; the returned cache's
+        ``warnings`` say so, with the reader's warnings). Nothing is changed in the
+        workspace before the video is open and the models are built. The database points
+        the video at the new cache after its first frame when the video had no usable
+        cache, else only once the new cache is complete; a run that fails marks the video
+        ``failed`` (a cancelled one ``cancelled``). ``on_started`` is called once, when the
+        run has started successfully (first new frame cached, or nothing left to compute).
+
         Raises:
-            BadInputError: unreadable video.
+            BadInputError: unreadable video, unsafe or clashing name, cache made with other
+                settings in the way.
             Cancelled: ``cancel`` was set; finished frames stay cached.
         """
         from uvis.video import open_video
 
         vc = self.config.video
-        name = name or video_name_for(path)
+        ws = self.workspace
+        lookup = name or video_name_for(path)  # a file proposer's name for the video (a clash renames it)
+        name, source, note = ws.resolve_video_name(path, name)
         with open_video(path, stride=vc.stride, max_frames=vc.max_frames, max_side=vc.max_side,
                         name=name) as reader:
             info = reader.info
-            proposer = self._proposer(name, info)
+            warnings = ([note] if note else []) + list(reader.warnings)
+            proposer = self._proposer(name, info, lookup)
             embedder = self.embedder
-            key = cache_key(proposer.name, embedder.name, vc.stride, vc.max_side)
-            meta = CacheMeta(info=info, proposer=proposer.name, embedder=embedder.name,
-                             embedder_config=asdict(self.config.embedder), embedding_dim=int(embedder.dim),
-                             has_text=bool(embedder.has_text), logit_scale=float(embedder.logit_scale))
-            directory = self.workspace.cache_dir(name, key)
+            meta = self._meta(info, proposer, embedder)
+            key = cache_key(meta.settings)
+            directory = ws.cache_dir(name, key)
             writer = CacheWriter(directory, meta)
-            db = self.workspace.db
-            db.upsert_video(name, str(Path(path).resolve()), cache_key=key, num_frames=info.num_frames,
-                            width=info.width, height=info.height, status="running")
+            ws.register_source(name, source)
+            db = ws.db
+            rec = db.video(name)
+            usable = rec is not None and bool(rec.cache_key) and rec.cache_key != key and \
+                (ws.cache_dir(name, rec.cache_key) / "meta.json").is_file()
+
+            def point_here(status: str) -> None:
+                db.upsert_video(name, source.path, cache_key=key, num_frames=info.num_frames, width=info.width,
+                                height=info.height, status=status)
+
+            if rec is not None and rec.cache_key == key:
+                point_here("running")
+            elif usable:
+                db.set_video_status(name, "running")  # keeps deciding from its complete cache meanwhile
+            else:
+                db.upsert_video(name, source.path, cache_key=None, num_frames=info.num_frames, width=info.width,
+                                height=info.height, status="running")
             start = writer.first_missing()
             if progress:
                 progress(Progress(name, start, info.num_frames, start))
-            if start < info.num_frames:
-                proposer.reset()
-                warm = max(0, start - int(getattr(proposer, "context_frames", 0)))
-                for t, frame in reader.frames(start=warm):
-                    if cancel is not None and cancel.is_set():
-                        db.set_video_status(name, "cancelled")
-                        raise Cancelled(f"labelling of {name} cancelled at frame {t}")
-                    inst = proposer.propose(frame, t)
-                    if t < start:
-                        continue
-                    writer.write_frame(t, self._embed(embedder, frame, inst))
-                    if progress:
-                        progress(Progress(name, t + 1, info.num_frames, start))
+
+            def started() -> None:
+                if not usable:  # a video with no usable cache shows its frames as they come
+                    point_here("running")
+                if on_started is not None:
+                    on_started()
+
+            try:
+                if start < info.num_frames:
+                    self._run_frames(reader, proposer, embedder, writer, start, progress, cancel, started)
+                else:
+                    started()
+            except Cancelled:
+                db.set_video_status(name, "cancelled")
+                raise
+            except KeyboardInterrupt:
+                db.set_video_status(name, "cancelled")
+                raise
+            except BaseException:
+                db.set_video_status(name, "failed")
+                raise
             done = writer.first_missing()
-            db.set_video_status(name, "done" if done >= info.num_frames else "partial")
-        return VideoCache.load(directory)
+            if done >= info.num_frames:
+                point_here("done")
+            else:
+                db.set_video_status(name, "partial")
+        cache = VideoCache.load(directory)
+        cache.warnings = warnings
+        return cache
+
+    def _meta(self, info: VideoInfo, proposer: Proposer, embedder: Embedder) -> CacheMeta:
+        """The cache metadata (and key settings) of a run of ``proposer`` and ``embedder``."""
+        from uvis.embedders.factory import embedder_settings
+        from uvis.proposers.factory import proposer_settings
+
+        vc = self.config.video
+        settings = cache_settings(proposer.name, proposer_settings(self.config.proposer), embedder.name,
+                                  embedder_settings(self.config.embedder), vc.stride, vc.max_side)
+        return CacheMeta(info=info, proposer=proposer.name, embedder=embedder.name,
+                         embedder_config=asdict(self.config.embedder), embedding_dim=int(embedder.dim),
+                         has_text=bool(embedder.has_text), logit_scale=float(embedder.logit_scale),
+                         settings=settings)
+
+    def _run_frames(self, reader, proposer: Proposer, embedder: Embedder, writer: CacheWriter, start: int,
+                    progress: ProgressFn | None, cancel: threading.Event | None,
+                    first_written: Callable[[], None]) -> None:
+        """Propose, embed and cache frames ``start..`` (stateful proposers first see their
+        ``context_frames`` preceding frames, results discarded)."""
+        info = reader.info
+        proposer.reset()
+        warm = max(0, start - int(getattr(proposer, "context_frames", 0)))
+        for t, frame in reader.frames(start=warm):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"labelling of {info.name} cancelled at frame {t}")
+            inst = proposer.propose(frame, t)
+            if t < start:
+                continue
+            writer.write_frame(t, self._embed(embedder, frame, inst))
+            if t == start:
+                first_written()
+            if progress:
+                progress(Progress(info.name, t + 1, info.num_frames, start))
 
     def _embed(self, embedder: Embedder, frame, inst: Instances) -> Instances:
         emb = embedder.embed_crops(frame, inst.boxes, inst.masks)

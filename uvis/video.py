@@ -6,7 +6,7 @@ whose :attr:`VideoReader.info` describes the *processed* video (after frame stri
 (H, W, 3) frames with 0-based processed indices.
 
 Inputs:
-    * files ``.mp4 .avi .webm .mkv`` (any case), decoded by OpenCV's FFmpeg backend
+    * files ``.mp4 .avi .webm .mkv .mov`` (any case), decoded by OpenCV's FFmpeg backend
       only (``cv2.CAP_FFMPEG``; no fall-back to other backends, so a path is never
       taken for a camera index or an image-sequence pattern);
     * folders of ``.jpg .jpeg .png`` frames (YouTube-VIS ``JPEGImages/<video>/``),
@@ -42,6 +42,7 @@ size of the first one; sizes are read from the image headers at open.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import struct
@@ -57,7 +58,7 @@ from uvis.types import VideoInfo
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".webm", ".mkv")
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".webm", ".mkv", ".mov")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 MAX_SIDE_NATIVE = 8192
 MAX_SIDE_ABSOLUTE = 16384
@@ -97,8 +98,7 @@ def find_videos(paths: Iterable[str | Path]) -> list[Path]:
     out: list[Path] = []
     for raw in paths:
         p = Path(raw).expanduser()
-        if not p.exists():
-            raise BadInputError(f"{p}: no such file or folder")
+        _check_input_path(p)
         if p.is_file():
             out.append(p)
             continue
@@ -118,6 +118,61 @@ def find_videos(paths: Iterable[str | Path]) -> list[Path]:
             )
         out.extend(found)
     return out
+
+
+def _check_input_path(p: Path) -> None:
+    """Refuse a missing path, a name too long for the file system, and anything that is
+    neither a regular file nor a folder (``/dev/null``, a FIFO, a socket)."""
+    shown = str(p) if len(str(p)) <= 200 else f"{str(p)[:100]}...{str(p)[-60:]} ({len(str(p))} characters)"
+    try:
+        exists = p.exists()
+        kind_ok = p.is_file() or p.is_dir()
+    except OSError as exc:  # ENAMETOOLONG, ELOOP, EACCES on a parent
+        raise BadInputError(f"{shown}: cannot be read ({exc.strerror or exc})") from exc
+    if not exists:
+        raise BadInputError(f"{shown}: no such file or folder")
+    if not kind_ok:
+        raise BadInputError(f"{shown}: not a video file or a folder of frames (a device, FIFO or socket)")
+
+
+_FINGERPRINT_CHUNK = 1 << 18  # bytes read at the start, the middle and the end of a file
+
+
+def _sample_file(digest: "hashlib._Hash", path: Path, size: int) -> None:
+    with open(path, "rb") as fh:
+        for offset in sorted({0, max(0, size // 2 - _FINGERPRINT_CHUNK // 2), max(0, size - _FINGERPRINT_CHUNK)}):
+            fh.seek(offset)
+            digest.update(fh.read(_FINGERPRINT_CHUNK))
+
+
+def source_fingerprint(path: str | Path) -> tuple[int, str]:
+    """``(size, fingerprint)`` identifying a video's content, cheaply (nothing is decoded).
+
+    A file: its size in bytes and a SHA-1 of 256 KiB at its start, middle and end. A
+    frame folder: the total size of its frames and a SHA-1 of their names and sizes and
+    of the first, middle and last frame files' samples. Two sources with the same
+    fingerprint are taken to be the same video (a copy or a move); a re-encoded or
+    edited file is another video.
+
+    Raises:
+        BadInputError: the path is missing or unreadable.
+    """
+    p = Path(path).expanduser()
+    _check_input_path(p)
+    digest = hashlib.sha1()
+    try:
+        if p.is_dir():
+            files = list_frame_files(p)
+            sizes = [f.stat().st_size for f in files]
+            digest.update(repr([(f.name, n) for f, n in zip(files, sizes)]).encode())
+            for i in sorted({0, len(files) // 2, len(files) - 1} if files else set()):
+                _sample_file(digest, files[i], sizes[i])
+            return sum(sizes), digest.hexdigest()
+        size = p.stat().st_size
+        _sample_file(digest, p, size)
+        return size, digest.hexdigest()
+    except OSError as exc:
+        raise BadInputError(f"{p}: cannot be read ({exc.strerror or exc})") from exc
 
 
 def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -289,7 +344,7 @@ def open_video(path: str | Path, *, stride: int = 1, max_frames: int | None = No
     """Open and validate a video file or a frame folder.
 
     Args:
-        path: a ``.mp4/.avi/.webm/.mkv`` file or a folder of JPEG/PNG frames.
+        path: a ``.mp4/.avi/.webm/.mkv/.mov`` file or a folder of JPEG/PNG frames.
         stride: keep every ``stride``-th source frame (>= 1).
         max_frames: cap on the processed frame count (None: all).
         max_side: downscale so the longer side is <= ``max_side`` pixels (aspect kept,
@@ -309,8 +364,7 @@ def open_video(path: str | Path, *, stride: int = 1, max_frames: int | None = No
     """
     _check_args(stride, max_frames, max_side, fps)
     p = Path(path).expanduser()
-    if not p.exists():
-        raise BadInputError(f"{p}: no such file or folder")
+    _check_input_path(p)
     if p.is_dir():
         return _open_folder(p, stride, max_frames, max_side, name, fps)
     if p.suffix.lower() not in VIDEO_EXTENSIONS:

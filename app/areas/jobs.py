@@ -76,22 +76,20 @@ def on_upload(ctrl: AppController, max_bytes: int, file: Any) -> Any:
     try:
         handlers.check_upload(src, max_bytes)
         from uvis.video import open_video
-        from uvis.workspace import video_name_for
 
         with open_video(src, max_frames=1):
             pass
         stored = handlers.store_upload(src, ctrl.ws.uploads_dir)
-        name = handlers.unique_video_name(video_name_for(stored), ctrl.video_names())
-        return jobs_html(ctrl), _submit(ctrl, stored, name)
+        name, note = ctrl.ws.claim_video_name(stored)  # never another video's name and cache
+        return jobs_html(ctrl), _submit(ctrl, stored, name) + (f" — {note}" if note else "")
     except Exception as exc:  # noqa: BLE001 - never show server paths of an upload
         raise BadInputError(message_of(exc).replace(str(src), src.name)) from exc
 
 
 def on_add_path(ctrl: AppController, text_: str) -> Any:
-    from uvis.workspace import video_name_for
-
     p = handlers.resolve_inside(text_, [ctrl.ws.root, ASSETS_DIR / "examples"])
-    return jobs_html(ctrl), _submit(ctrl, p, video_name_for(p))
+    name, note = ctrl.ws.claim_video_name(p)  # a clashing name gets its own: clip_2
+    return jobs_html(ctrl), _submit(ctrl, p, name) + (f" — {note}" if note else "")
 
 
 def _job(ctrl: AppController, jid: float | None, want_active: bool) -> Any:

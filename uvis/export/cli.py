@@ -93,9 +93,7 @@ def _decide(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
     from uvis.pipeline import open_project
     from uvis.workspace import Workspace
 
-    if not Path(args.workspace).is_dir():
-        raise BadInputError(f"workspace not found: {args.workspace}")
-    ws = Workspace(args.workspace)
+    ws = Workspace.existing(args.workspace)
     cfg = ws.current_config(args.config)
     known = ws.video_names()
     if args.video:
@@ -193,9 +191,7 @@ def _import_fiftyone(args: argparse.Namespace) -> int:
     from uvis.export.importers import import_fiftyone_curation
     from uvis.workspace import Workspace
 
-    if not Path(args.workspace).is_dir():
-        raise BadInputError(f"workspace not found: {args.workspace}")
-    ws = Workspace(args.workspace)
+    ws = Workspace.existing(args.workspace)
     try:
         actions = import_fiftyone_curation(ws, args.fiftyone, dry_run=args.dry_run)
     finally:
