@@ -1,7 +1,7 @@
 """The Gradio Blocks of UVIS Studio: the page layout from per-area builders, and launch.
 
-Each area (``app/areas/``: viewer, curation, timeline, review, settings, statistics,
-jobs, export, evaluate) builds its components into a shared :class:`~app.shell.Context`
+Each area (``app/areas/``: viewer, curation, timeline, review, mask fixes, settings,
+statistics, jobs, export, evaluate) builds its components into a shared :class:`~app.shell.Context`
 and wires its events through the one error wrapper :func:`app.shell.on`. Callbacks are
 module-level functions over the process-wide :class:`~app.state.AppController` (decisions
 memoised, from the cache in memory); models never run in a callback — labelling is a
@@ -19,7 +19,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from app import handlers, text
-from app.areas import curation, evaluate, export, jobs, review, settings, stats, timeline, viewer
+from app.areas import curation, evaluate, export, jobs, masks, review, settings, stats, timeline, viewer
 from app.backends import banner_markdown
 from app.shell import Context
 from app.state import AppController, ViewState
@@ -34,6 +34,7 @@ def tab_builders() -> list[tuple[str, str, TabBuilder, Callable[[Context], None]
     return [
         ("Settings", "settings", settings.build, None),
         ("Review", "review", review.build, review.wire),
+        ("Fix masks", "masks", masks.build, masks.wire),
         ("History", "history", curation.build_history, None),
         ("Statistics", "stats", stats.build, None),
         ("Jobs", "jobs", jobs.build, jobs.wire),

@@ -344,6 +344,17 @@ class AppController:
         raise BadInputError("batch accept / reject / relabel needs batch curation actions, which this version "
                             "of the library does not have yet")
 
+    def draw_instance(self, video: str, frame: int, mask: np.ndarray, label: str | None, config: Config,
+                      replaces: tuple[int, int] | None = None) -> str:
+        """Save a drawn mask (H, W) bool of ``frame`` as a new kept instance (``replaces``: the
+        (frame, index) whose mask it fixes, rejected). Its embedding follows in a background job.
+
+        Raises:
+            BadInputError: this workspace's curation log has no drawn instances yet.
+        """
+        raise BadInputError("drawn instances need the 'draw' curation action, which this version of the "
+                            "library does not have yet")
+
     def apply_to_similar(self, video: str, chosen: list[tuple[int, int, str]]) -> str:
         """Relabel the chosen (frame, index, label) instances; returns what it did in words."""
         for f, i, lbl in chosen:
