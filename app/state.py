@@ -402,7 +402,7 @@ class AppController:
         with self._lock:
             return project.decide(config)
 
-    def history(self, video: str) -> list[Any]:
+    def curation_log(self, video: str) -> list[Any]:
         """The video's curation log, oldest first (``CurationAction`` rows, undone ones included)."""
         with self._lock:
             return list(self.ws.db.entries(video))

@@ -93,7 +93,7 @@ def history_html(ctrl: AppController, video: str | None) -> str:
     (undone ones struck through)."""
     if not video:
         return "<i>no video</i>"
-    log = ctrl.history(video)
+    log = ctrl.curation_log(video)
     active = {a.id for a in ctrl.ws.db.active(video)}
     items = []
     for a in reversed([a for a in log if a.action not in ("undo", "redo")]):
@@ -212,7 +212,7 @@ def on_history_command(ctrl: AppController, text_: str, st: ViewState, *vals: An
         return (*[gr.skip()] * 8, None)
     if not st.video:
         raise BadInputError("no video")
-    action = next((a for a in ctrl.history(st.video) if a.id == int(cmd["id"])), None)
+    action = next((a for a in ctrl.curation_log(st.video) if a.id == int(cmd["id"])), None)
     if action is None:
         raise BadInputError(f"curation action {cmd['id']} is not in this video's history")
     msg = None
