@@ -263,9 +263,9 @@ def select_instance(pg, index: int) -> None:
     wait_until(lambda: f"instance #{index}" in card(pg), f"instance #{index} selected")
 
 
-def tracked_frame(pg, server) -> tuple[int, int, int]:
-    """(frame, index, track) of a kept, tracked instance whose track spans >= 3 frames,
-    from the workspace's decisions under the reset settings."""
+def workspace_result(server):
+    """The bundled example's decisions under the workspace's latest saved settings, computed
+    independently of the app (a fresh project from the workspace)."""
     from uvis.config import Config
     from uvis.pipeline import open_project
     from uvis.workspace import Workspace
@@ -273,9 +273,15 @@ def tracked_frame(pg, server) -> tuple[int, int, int]:
     ws = Workspace(server.workspace)
     try:
         cfg = Config.from_dict(json.loads(ws.db.latest_config()[1]))
-        res = next(iter(open_project(ws).decide(cfg).values()))
+        return open_project(ws).decide(cfg)["vtest_150"]
     finally:
         ws.close()
+
+
+def tracked_frame(pg, server) -> tuple[int, int, int]:
+    """(frame, index, track) of a kept, tracked instance whose track spans >= 3 frames,
+    from the workspace's decisions under the reset settings."""
+    res = workspace_result(server)
     inst = res.instances
     tr = max(res.tracks, key=lambda t: t.length)
     assert tr.length >= 3
@@ -579,17 +585,9 @@ def _export_and_check(page, server, fo, name: str) -> None:
     kept_shown = counts(page)[0]
     assert f"{kept_shown} kept instances" in page.inner_text(md("export-msg"))
 
-    from uvis.config import Config
-    from uvis.pipeline import open_project
     from uvis.types import Reason
-    from uvis.workspace import Workspace
 
-    ws = Workspace(server.workspace)
-    try:
-        cfg = Config.from_dict(json.loads(ws.db.latest_config()[1]))
-        result = next(iter(open_project(ws).decide(cfg).values()))
-    finally:
-        ws.close()
+    result = workspace_result(server)
     inst = result.instances
     kept = inst.decision == Reason.KEPT
     assert int(kept.sum()) == kept_shown
@@ -622,3 +620,31 @@ def _export_and_check(page, server, fo, name: str) -> None:
     assert url.startswith(f"http://127.0.0.1:{server.fiftyone_port}/datasets/")
     with urllib.request.urlopen(f"http://127.0.0.1:{server.fiftyone_port}/fiftyone", timeout=20) as r:
         assert json.loads(r.read())["version"] == fo.constants.VERSION
+
+
+# ----------------------------------------------------------------------------- 8. jobs and data status
+def test_cancelled_job_shows_its_badge_and_resumes(page, server):
+    import cv2
+
+    video = server.workspace / f"moving_box_{os.getpid()}_{time.monotonic_ns()}.avi"  # a new video each run
+    wr = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 240))
+    for t in range(MAX_FRAMES):
+        img = np.full((240, 320, 3), 90, np.uint8)
+        cv2.rectangle(img, (10 + 5 * t, 60), (60 + 5 * t, 140), (30, 200, 60), -1)
+        wr.write(img)
+    wr.release()
+    page.get_by_role("tab", name="Jobs").click()
+    page.locator("#video-path input, #video-path textarea").first.fill(video.name)
+    page.click("#add-path")
+    msg = wait_notice(page, r"queued job (\d+)")
+    job = int(re.search(r"queued job (\d+)", msg).group(1))
+    page.locator("#job-id input").fill(str(job))
+    page.click("#cancel-job")
+    wait_until(lambda: "cancelled" in page.inner_text(f"#job-{job}"), "the cancelled badge of the job", 120)
+    assert page.locator(f"#job-{job} .uv-badge-cancelled").count() == 1
+    text = page.inner_text(f"#job-{job}")
+    assert "cancel" in text  # the full message, not cut off
+    page.click("#retry-job")
+    msg = wait_notice(page, r"job (\d+) resumes")
+    new = int(re.search(r"job (\d+) resumes", msg).group(1))
+    wait_until(lambda: page.locator(f"#job-{new} .uv-badge-done").count() == 1, "the resumed job done", 300)
