@@ -153,7 +153,7 @@ def build_config(base: Config, s: DecisionSettings) -> Config:
     per_class = parse_per_class(s.clip_per_class)
     unknown = [c for c in per_class if c not in vocab]
     if unknown:
-        raise ConfigError(f"per-class CLIP threshold for {', '.join(unknown)}: not in the vocabulary")
+        raise ConfigError(f"per-class threshold for {', '.join(unknown)}: not in the vocabulary")
     return base.replace(
         labeler__vocabulary=vocab,
         labeler__templates=parse_templates(s.templates),
