@@ -113,21 +113,8 @@ def clean_stale_temps(folder: str | Path, *, max_age_s: float = DEFAULT_MAX_TEMP
     return removed
 
 
-def fsync_dir(folder: str | Path) -> None:
-    """``fsync`` a folder so a rename inside it is durable (no-op where unsupported)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def fsync_path(path: str | Path) -> None:
+    """``fsync`` a file, or a folder so a rename inside it is durable (no-op where unsupported)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -161,13 +148,13 @@ def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
         if not tmp.exists():
             raise FileNotFoundError(f"the writer made no file at {tmp} for {path}")
         if durable:
-            _fsync_file(tmp)
+            fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if durable:
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
 
 
 @contextlib.contextmanager
@@ -242,6 +229,6 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             os.replace(old, path)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
