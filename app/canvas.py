@@ -143,20 +143,23 @@ def panel_html(key: str, title: str, panel: Panel, details: dict[int, str], *, f
 
 
 def grid_html(panels: Sequence[Panel], titles: Sequence[str], details: dict[int, str], *,
-              layout: str = "grid", focus: int = 0, selected: int | None = None, frame: int = 0) -> str:
+              layout: str = "grid", focus: int = 0, selected: int | None = None, frame: int = 0,
+              stamp: str = "") -> str:
     """The whole canvas: ``grid`` (2×2), ``focus`` (panel ``focus`` large) or ``canvas``
-    (``panels`` holds the one composite panel). ``data-frame`` carries the frame shown."""
+    (``panels`` holds the one composite panel). ``data-frame`` carries the frame shown and
+    ``data-config`` ``stamp`` (a digest of the settings it was decided with)."""
+    attrs = f"data-frame='{frame}' data-config='{html.escape(stamp)}'"
     if layout == "canvas":
         body = panel_html("canvas", titles[0], panels[0], details, font_frac=LARGE_FONT, selected=selected)
-        return f"<div class='uv-canvas uv-single' data-frame='{frame}'>{body}</div>"
+        return f"<div class='uv-canvas uv-single' {attrs}>{body}</div>"
     keys = "abcd"
     if layout == "focus":
         order = [focus] + [k for k in range(len(panels)) if k != focus]
         parts = [panel_html(keys[k], titles[k], panels[k], details,
                             font_frac=LARGE_FONT if k == focus else GRID_FONT * 1.6, selected=selected)
                  for k in order]
-        return (f"<div class='uv-canvas uv-focus' data-frame='{frame}'><div class='uv-focus-main'>{parts[0]}</div>"
+        return (f"<div class='uv-canvas uv-focus' {attrs}><div class='uv-focus-main'>{parts[0]}</div>"
                 f"<div class='uv-focus-side'>{''.join(parts[1:])}</div></div>")
     body = "".join(panel_html(keys[k], titles[k], p, details, font_frac=GRID_FONT, selected=selected)
                    for k, p in enumerate(panels))
-    return f"<div class='uv-canvas uv-grid' data-frame='{frame}'>{body}</div>"
+    return f"<div class='uv-canvas uv-grid' {attrs}>{body}</div>"

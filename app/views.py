@@ -7,6 +7,7 @@ only the current frame is rendered (the decisions come from the cache in memory)
 """
 from __future__ import annotations
 
+import hashlib
 import html
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -74,6 +75,7 @@ def hover_details(result: VideoResult, rows: slice) -> dict[int, str]:
 def _canvas_html(ctrl: AppController, state: ViewState, res: VideoResult, video: str, t: int, rows: slice,
                  selected: int | None) -> tuple[str, float, list[np.ndarray]]:
     details = hover_details(res, rows)
+    stamp = hashlib.sha1(res.config.to_json().encode()).hexdigest()[:12]
     small = ctrl.prepared_frame(video, t, PANEL_WIDTH)
     large = max(LARGE_WIDTH, int(round(small.image.shape[1] / small.scale)))  # full resolution, at least 960 px
     if state.layout == "canvas":
@@ -81,14 +83,14 @@ def _canvas_html(ctrl: AppController, state: ViewState, res: VideoResult, video:
         layers = render.FrameLayers(big, res, t)
         panel = render.canvas_panel(layers, selected, set(state.layers))
         return canvas.grid_html([panel], ["one canvas · " + (", ".join(state.layers) or "no layer")], details,
-                                layout="canvas", selected=selected, frame=t), big.scale, [panel.image]
+                                layout="canvas", selected=selected, frame=t, stamp=stamp), big.scale, [panel.image]
     panels = render.render_panels(small, res, t, selected)
     if state.layout == "focus":
         big = ctrl.prepared_frame(video, t, large)
         panels[state.focus] = render.render_panels(big, res, t, selected)[state.focus]
         return canvas.grid_html(panels, PANEL_TITLES, details, layout="focus", focus=state.focus, selected=selected,
-                                frame=t), small.scale, [p.image for p in panels]
-    return (canvas.grid_html(panels, PANEL_TITLES, details, selected=selected, frame=t), small.scale,
+                                frame=t, stamp=stamp), small.scale, [p.image for p in panels]
+    return (canvas.grid_html(panels, PANEL_TITLES, details, selected=selected, frame=t, stamp=stamp), small.scale,
             [p.image for p in panels])
 
 

@@ -8,7 +8,8 @@ synthetic 1,000-frame 1280×720 video of moving shapes over a textured backgroun
 For each, ``launch.py`` serves the app on 127.0.0.1 and headless Debian Chromium
 (Playwright) measures, inside the page, the time from the user's input event (the key
 or click, ``performance.now()`` in a capture listener) to the first change of the
-canvas or counts in the DOM:
+canvas (a new canvas element: every update carries the settings digest and frame) or
+of the counts text — not Gradio's status spinners:
 
 * threshold change — arrow keys on the score-threshold slider,
 * frame step — the → key,
@@ -37,15 +38,23 @@ EMBEDDER = ["--embedder", "clip", "--clip-model", "uvis-tiny-vit", "--clip-pretr
             "--proposer", "motion"]
 
 PROBE_JS = """() => {
+  // t0: the user's input event; t1: the first DOM change of the view's content (a new canvas
+  // element, or new counts text) — not Gradio's status spinners
   window.uvT0 = null; window.uvT1 = null;
-  const mark = () => { window.uvT0 = performance.now(); window.uvT1 = null; };
+  const sig = () => {
+    const c = document.querySelector('#canvas .uv-canvas');
+    const n = document.querySelector('#counts [data-testid=markdown]');
+    return [c, n ? n.textContent : ''];
+  };
+  const mark = () => { window.uvT0 = performance.now(); window.uvT1 = null; window.uvSig = sig(); };
   document.addEventListener('keydown', mark, true);
   document.addEventListener('click', mark, true);
-  const seen = () => { if (window.uvT0 !== null && window.uvT1 === null) window.uvT1 = performance.now(); };
-  for (const id of ['canvas', 'counts']) {
-    new MutationObserver(seen).observe(document.getElementById(id),
-                                       {childList: true, subtree: true, characterData: true, attributes: true});
-  }
+  const seen = () => {
+    if (window.uvT0 === null || window.uvT1 !== null) return;
+    const [c, n] = sig();
+    if (c !== window.uvSig[0] || n !== window.uvSig[1]) window.uvT1 = performance.now();
+  };
+  new MutationObserver(seen).observe(document.body, {childList: true, subtree: true, characterData: true});
 }"""
 
 
