@@ -209,8 +209,8 @@ def shown_frame(pg) -> int:
 
 
 def notice(pg) -> str:
-    loc = pg.locator("#notice-text")
-    return loc.inner_text() if loc.count() else ""
+    """The notice area's text ('' when empty), read in one step (it may change meanwhile)."""
+    return pg.evaluate("() => { const e = document.querySelector('#notice-text'); return e ? e.innerText : ''; }")
 
 
 def wait_notice(pg, pattern: str, timeout_s: float = 60) -> str:
@@ -254,8 +254,7 @@ def go_to_frame(pg, t: int, timeout_s: float = 60) -> None:
 
 
 def card(pg) -> str:
-    loc = pg.locator("#instance-card")
-    return loc.inner_text() if loc.count() else ""
+    return pg.evaluate("() => { const e = document.querySelector('#instance-card'); return e ? e.innerText : ''; }")
 
 
 def select_instance(pg, index: int) -> None:
