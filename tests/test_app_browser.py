@@ -96,7 +96,7 @@ class AppServer:
         return path.read_text()[-3000:] if path.is_file() else ""
 
 
-def wait_labelled(workspace: Path, timeout_s: float = 300) -> None:
+def wait_labelled(workspace: Path, timeout_s: float = 900) -> None:
     """Block until the workspace database says the example is fully labelled."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -28,8 +28,8 @@ def build(ctx: Context) -> None:
         ctx.add("accept_btn", gr.Button("✔ accept", size="sm", elem_id="accept", scale=1, min_width=80))
         ctx.add("reject_btn", gr.Button("✖ reject", size="sm", elem_id="reject", scale=1, min_width=80))
     with gr.Row(equal_height=True, elem_id="track-row"):
-        ctx.add("track_mode", gr.Checkbox(False, label="whole track", elem_id="track-mode", scale=2,
-                                          min_width=125, container=False))
+        ctx.add("track_mode", gr.Checkbox(False, label="whole track", elem_id="track-mode", scale=0,
+                                          min_width=150, container=False))
         ctx.add("mark_btn", gr.Button("mark", size="sm", elem_id="mark-merge", min_width=60))
         ctx.add("merge_btn", gr.Button("merge", size="sm", elem_id="merge", min_width=50))
         ctx.add("split_btn", gr.Button("split", size="sm", elem_id="split", min_width=60))
