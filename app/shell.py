@@ -105,8 +105,8 @@ def on(ctx: Context, trigger: Callable[..., Any], fn: Callable[..., Any], inputs
             return (*[gr.skip()] * n, notice_html(message_of(exc), warning=True))
         return (*values, note)
 
+    run.__name__ = getattr(base := fn.func if isinstance(fn, functools.partial) else fn, "__name__", "callback")
     # Gradio finds event-data parameters (gr.SelectData, gr.KeyUpData) by their resolved type hints
-    base = fn.func if isinstance(fn, functools.partial) else fn
     try:
         run.__annotations__ = typing.get_type_hints(base)
     except (NameError, TypeError):
