@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from app import handlers, text
+from app import handlers, text, train_tab
 from app.areas import curation, evaluate, export, jobs, masks, review, settings, stats, timeline, viewer
 from app.backends import banner_markdown
 from app.shell import Context
@@ -40,6 +40,7 @@ def tab_builders() -> list[tuple[str, str, TabBuilder, Callable[[Context], None]
         ("Jobs", "jobs", jobs.build, jobs.wire),
         ("Export", "export", export.build, export.wire),
         ("Evaluate", "evaluate", evaluate.build, evaluate.wire),
+        ("Train", "train", train_tab.build, train_tab.wire),
     ]
 
 
