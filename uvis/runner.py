@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from uvis.cache import CacheMeta, CacheWriter, VideoCache, cache_key, cache_settings
+from uvis.columns import ColumnsError, consolidate
 from uvis.config import Config
 from uvis.embedders.base import Embedder
 from uvis.proposers.base import Proposer
@@ -159,6 +160,10 @@ class Runner:
             done = writer.first_missing()
             if done >= info.num_frames:
                 point_here("done")
+                try:  # complete: one memory-mapped column set replaces the per-frame files
+                    consolidate(directory)
+                except (OSError, ColumnsError) as exc:  # the per-frame files keep serving the cache
+                    warnings.append(f"{name}: cache not consolidated into columns ({exc})")
             else:
                 db.set_video_status(name, "partial")
         cache = VideoCache.load(directory)
