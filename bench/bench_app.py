@@ -8,8 +8,9 @@ synthetic 1,000-frame 1280×720 video of moving shapes over a textured backgroun
 For each, ``launch.py`` serves the app on 127.0.0.1 and headless Debian Chromium
 (Playwright) measures, inside the page, the time from the user's input event (the key
 or click, ``performance.now()`` in a capture listener) to the first change of the
-canvas (a new canvas element: every update carries the settings digest and frame) or
-of the counts text — not Gradio's status spinners:
+canvas (a new canvas element: every update carries the settings digest and frame), of
+the counts text or of the notice (written by the same response) — not Gradio's status
+spinners:
 
 * threshold change — arrow keys on the score-threshold slider,
 * frame step — the → key,
@@ -44,7 +45,8 @@ PROBE_JS = """() => {
   const sig = () => {
     const c = document.querySelector('#canvas .uv-canvas');
     const n = document.querySelector('#counts [data-testid=markdown]');
-    return [c, n ? n.textContent : ''];
+    const m = document.querySelector('#notice-text');
+    return [c, (n ? n.textContent : '') + '|' + (m ? m.textContent : '')];
   };
   const mark = () => { window.uvT0 = performance.now(); window.uvT1 = null; window.uvSig = sig(); };
   document.addEventListener('keydown', mark, true);
@@ -136,7 +138,8 @@ def _measure(pg, act, steps: int) -> list[float]:
         deadline = time.monotonic() + 30
         while pg.evaluate("() => window.uvT1") is None:
             if time.monotonic() > deadline:
-                raise RuntimeError("the page did not update within 30 s")
+                note = pg.evaluate("() => (document.querySelector('#notice-text') || {}).innerText || ''")
+                raise RuntimeError(f"the page did not update within 30 s (notice: {note!r})")
             time.sleep(0.005)
         out.append(pg.evaluate("() => window.uvT1 - window.uvT0"))
         time.sleep(0.15)  # let trailing updates (statistics, status) settle
@@ -163,7 +166,12 @@ def bench_one(browser, url: str, steps: int) -> dict[str, list[float]]:
     pg.locator("body").click(position={"x": 3, "y": 3})
     time.sleep(0.5)
     res["frame step"] = _measure(pg, lambda k: pg.keyboard.press("ArrowRight"), steps)
-    pg.keyboard.press("]")  # select the first instance of the frame
+    for _ in range(50):  # a frame with instances; select its first one
+        if pg.locator("#pane-a .uv-hit").count():
+            break
+        pg.keyboard.press("ArrowRight")
+        time.sleep(0.5)
+    pg.locator("#pane-a .uv-hit").first.click(force=True)
     pg.wait_for_selector("#instance-card", timeout=30_000)
     time.sleep(0.5)
     res["curation action"] = _measure(pg, lambda k: pg.click("#accept" if k % 2 == 0 else "#reject"), steps)
