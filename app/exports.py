@@ -35,11 +35,11 @@ def _stamp() -> str:
 
 
 def export_fiftyone(results: dict[str, VideoResult], name: str, *, overwrite: bool, exports_dir: Path,
-                    progress: Callable[..., None] | None = None) -> str:
+                    append: bool = False, progress: Callable[..., None] | None = None) -> str:
     """Export to a FiftyOne dataset ``name``; returns the dataset name.
 
     Raises:
-        BadInputError: bad name, or the dataset exists and ``overwrite`` is False.
+        BadInputError: bad name, or the dataset exists and neither ``overwrite`` nor ``append``.
         MissingDependencyError / ModuleNotFoundError: FiftyOne or the exporter is missing.
     """
     from uvis.export.fiftyone_export import export_fiftyone as _export
@@ -47,7 +47,7 @@ def export_fiftyone(results: dict[str, VideoResult], name: str, *, overwrite: bo
     name = check_dataset_name(name)
     media = exports_dir / "fiftyone_media"
     media.mkdir(parents=True, exist_ok=True)
-    return _export(results, name, overwrite=overwrite, media_dir=media, progress=progress)
+    return _export(results, name, overwrite=overwrite, append=append, media_dir=media, progress=progress)
 
 
 def open_in_fiftyone(name: str, port: int) -> Any:

@@ -25,11 +25,17 @@ from uvis.errors import BadInputError, ConfigError
 from uvis.types import Reason
 from uvis.video import VIDEO_EXTENSIONS  # noqa: F401 - the one list of accepted video files (also used by main)
 DEFAULT_MAX_UPLOAD_MB = 512
-REASON_NAMES: dict[int, str] = {Reason.KEPT: "kept", Reason.OBJECTNESS: "objectness",
-                                Reason.CLIP_SCORE: "CLIP score", Reason.PMF: "PMF",
-                                Reason.USER_REJECT: "user reject"}
-TABLE_HEADERS: list[str] = ["#", "objectness", "label", "score", "decision", "similarity", "track",
+TABLE_HEADERS: list[str] = ["#", "objectness", "label", "label score", "decision", "deciding value", "track",
                             "top-5 classes", "closest prompt"]
+"""Columns of the instance table. "label score" is the CLIP score with a text encoder and
+the similarity to the closest example without one (the same column either way)."""
+
+
+def reason_words(result: VideoResult, code: int) -> str:
+    """A decision code in the UI's words for this result (offline: no "CLIP score")."""
+    from app.render import has_text
+
+    return Reason(int(code)).words(has_text(result))
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -149,7 +155,7 @@ def build_config(base: Config, s: DecisionSettings) -> Config:
     per_class = parse_per_class(s.clip_per_class)
     unknown = [c for c in per_class if c not in vocab]
     if unknown:
-        raise ConfigError(f"per-class CLIP threshold for {', '.join(unknown)}: not in the vocabulary")
+        raise ConfigError(f"per-class threshold for {', '.join(unknown)}: not in the vocabulary")
     return base.replace(
         labeler__vocabulary=vocab,
         labeler__templates=parse_templates(s.templates),
@@ -235,7 +241,7 @@ def frame_table(result: VideoResult, rows: slice) -> list[list[Any]]:
     out: list[list[Any]] = []
     for i, r in enumerate(range(rows.start, rows.stop)):
         tid = int(inst.track_id[r])  # type: ignore[index]
-        decision = REASON_NAMES[int(inst.decision[r])] + (" (user)" if result.user[r] else "")  # type: ignore[index]
+        decision = reason_words(result, int(inst.decision[r])) + (" (user)" if result.user[r] else "")  # type: ignore[index]
         out.append([i, round(float(inst.objectness[r]), 3), class_name(result, int(inst.label[r])),  # type: ignore[index]
                     round(float(inst.clip_score[r]), 3), decision, _fmt(float(inst.similarity[r])),  # type: ignore[index]
                     tid if tid >= 0 else "", top5_text(result, r), closest_prompt(result, r)])
@@ -261,15 +267,17 @@ def counts(result: VideoResult, rows: slice | None = None) -> Counts:
     dec = result.instances.decision
     assert dec is not None
     sel = dec if rows is None else dec[rows]
-    by_reason = {REASON_NAMES[r]: int((sel == r).sum()) for r in Reason if r != Reason.KEPT}
+    by_reason = {reason_words(result, r): int((sel == r).sum()) for r in Reason if r != Reason.KEPT}
     return Counts(len(sel), int((sel == Reason.KEPT).sum()), by_reason, len(result.tracks))
 
 
-def counts_markdown(result: VideoResult, rows: slice | None, t: int) -> str:
-    """The counts line shown above the panels (video totals and this frame)."""
+def counts_markdown(result: VideoResult, rows: slice | None, t: int, status: str = "done") -> str:
+    """The counts line shown above the panels (video totals and this frame); a video
+    whose labelling is not complete carries its status badge (partial, cancelled, failed)."""
     v = counts(result)
     reasons = " · ".join(f"{k} {n}" for k, n in v.by_reason.items())
-    line = (f"**{result.info.name}** — <span id='kept-count'>kept {v.kept}</span> / "
+    badge = "" if status in ("done", "") else f"<span class='uv-badge uv-badge-{status}' id='video-badge'>{status}</span> "
+    line = (f"{badge}**{result.info.name}** — <span id='kept-count'>kept {v.kept}</span> / "
             f"<span id='dropped-count'>dropped {v.dropped}</span> of {v.total} proposals "
             f"(dropped by {reasons}) · {v.tracks} tracks")
     if rows is not None:
@@ -284,6 +292,8 @@ def counts_markdown(result: VideoResult, rows: slice | None, t: int) -> str:
 
 def instance_card(result: VideoResult, row: int, index: int, frame: int) -> str:
     """HTML card of one instance: decision, top-5 classes as bars, closest prompt."""
+    from app.render import has_text
+
     inst = result.instances
     reason = Reason(int(inst.decision[row]))  # type: ignore[index]
     bars = []
@@ -302,8 +312,9 @@ def instance_card(result: VideoResult, row: int, index: int, frame: int) -> str:
         f"<div class='uv-card' id='instance-card'><div class='uv-card-title'>frame {frame} · instance #{index}"
         f"{' · track T' + str(tid) if tid >= 0 else ''}</div>"
         f"<div>label <b id='selected-label'>{html.escape(class_name(result, int(inst.label[row])))}</b> "  # type: ignore[index]
-        f"(score {float(inst.clip_score[row]):.2f}) · objectness {float(inst.objectness[row]):.2f}</div>"  # type: ignore[index]
-        f"<div>decision <b class='uv-reason uv-{reason.key}'>{REASON_NAMES[reason]}</b>"
+        f"({'score' if has_text(result) else 'similarity to the closest example'} "
+        f"{float(inst.clip_score[row]):.2f}) · objectness {float(inst.objectness[row]):.2f}</div>"  # type: ignore[index]
+        f"<div>decision <b class='uv-reason uv-{reason.key}'>{reason.words(has_text(result))}</b>"
         f" (deciding similarity {_fmt(sim)}; PMF similarity {_fmt(pmf)}){user}</div>"
         f"<div class='uv-bars'>{''.join(bars) or '<i>no class scores (label an example first)</i>'}</div>"
         f"<div class='uv-prompt'>closest prompt: <i>{html.escape(closest_prompt(result, row))}</i></div></div>"
@@ -334,7 +345,7 @@ def similar_instances(result: VideoResult, row: int, k: int = 10) -> list[tuple[
 def similar_table(result: VideoResult, items: list[tuple[int, int, int, float]]) -> list[list[Any]]:
     inst = result.instances
     return [[f, i, round(s, 3), class_name(result, int(inst.label[r])),  # type: ignore[index]
-             REASON_NAMES[int(inst.decision[r])]] for r, f, i, s in items]  # type: ignore[index]
+             reason_words(result, int(inst.decision[r]))] for r, f, i, s in items]  # type: ignore[index]
 
 
 # ----------------------------------------------------------------------------- curation

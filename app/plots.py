@@ -16,10 +16,6 @@ from uvis.types import Reason
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-_REASON_HEX = {Reason.KEPT: "#2ecc71", Reason.OBJECTNESS: "#95a5a6", Reason.CLIP_SCORE: "#f39c12",
-               Reason.PMF: "#9b59b6", Reason.USER_REJECT: "#e74c3c"}
-_REASON_NAME = {Reason.KEPT: "kept", Reason.OBJECTNESS: "objectness", Reason.CLIP_SCORE: "CLIP score",
-                Reason.PMF: "PMF", Reason.USER_REJECT: "user reject"}
 
 
 def class_reason_counts(result: VideoResult, max_classes: int = 12) -> tuple[list[str], dict[Reason, np.ndarray]]:
@@ -42,6 +38,9 @@ def stats_figure(result: VideoResult) -> "Figure":
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from app.render import has_text
+
+    text = has_text(result)
     inst = result.instances
     assert inst.decision is not None and inst.clip_score is not None and inst.pmf_similarity is not None
     fig = Figure(figsize=(9.0, 7.2), dpi=90)
@@ -55,7 +54,7 @@ def stats_figure(result: VideoResult) -> "Figure":
         vals = table[r]
         if vals.sum() == 0 and r != Reason.KEPT:
             continue
-        ax.bar(x, vals, bottom=bottom, color=_REASON_HEX[r], label=_REASON_NAME[r], width=0.7)
+        ax.bar(x, vals, bottom=bottom, color=r.hex, label=r.words(text), width=0.7)
         bottom += vals
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
@@ -67,13 +66,14 @@ def stats_figure(result: VideoResult) -> "Figure":
     kept = inst.decision == Reason.KEPT
     bins = np.linspace(0, 1, 21)
     for pos, (values, title) in zip(((1, 0), (1, 1), (2, 0)), (
-            (inst.objectness, "objectness"), (inst.clip_score, "CLIP score (label probability)"),
+            (inst.objectness, "objectness"),
+            (inst.clip_score, "CLIP score (label probability)" if text else "similarity to the closest example"),
             (inst.pmf_similarity, "PMF similarity"))):
         a = fig.add_subplot(grid[pos])
         v = np.asarray(values, np.float32)
         ok = ~np.isnan(v)
         a.hist([np.clip(v[ok & kept], 0, 1), np.clip(v[ok & ~kept], 0, 1)], bins=bins, stacked=True,
-               color=[_REASON_HEX[Reason.KEPT], "#bdc3c7"], label=["kept", "dropped"])
+               color=[Reason.KEPT.hex, "#bdc3c7"], label=["kept", "dropped"])
         a.set_title(title, fontsize=10)
         a.tick_params(labelsize=8)
         if not ok.any():

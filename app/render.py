@@ -7,12 +7,13 @@ click on a panel back to frame pixels (``frame_xy = panel_xy / scale``).
 
 Panels (DESIGN §1, issue 4):
     (a) proposals: every instance, a colour per instance, ``i:`` and objectness;
-    (b) label scores: coloured by label, ``i: label score``; an inset with the selected
-        instance's top-5 classes (bars) and closest prompt;
-    (c) decisions: coloured by reason (:data:`REASON_COLOURS`), dropped ones faint,
+    (b) label scores: coloured by label, ``i: label score``;
+    (c) decisions: coloured by reason (``Reason.rgb``), dropped ones faint,
         ``i: reason similarity``;
     (d) pseudo-labels: kept instances only, coloured by track id, ``T<id> label``.
 The selected instance gets a thick yellow outline in every panel; the others dim.
+Text (tags, captions) is not drawn into the image: :class:`Panel` carries it and the
+page places it (:mod:`app.canvas`).
 """
 from __future__ import annotations
 
@@ -34,19 +35,6 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 """Qualitative RGB colours (tab20 order)."""
 
-REASON_COLOURS: dict[Reason, tuple[int, int, int]] = {
-    Reason.KEPT: (46, 204, 113),
-    Reason.OBJECTNESS: (149, 165, 166),
-    Reason.CLIP_SCORE: (243, 156, 18),
-    Reason.PMF: (155, 89, 182),
-    Reason.USER_REJECT: (231, 76, 60),
-}
-"""RGB colour of each decision reason (kept green, objectness grey, CLIP orange, PMF purple, user red)."""
-
-REASON_LABELS: dict[Reason, str] = {
-    Reason.KEPT: "kept", Reason.OBJECTNESS: "objectness", Reason.CLIP_SCORE: "CLIP score",
-    Reason.PMF: "PMF", Reason.USER_REJECT: "user reject",
-}
 SELECT_COLOUR = (255, 221, 0)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -196,49 +184,39 @@ def _box(canvas: np.ndarray, box: np.ndarray, colour: tuple[int, int, int], thic
             cv2.line(canvas, p, q, colour, thickness, cv2.LINE_AA)
 
 
-def _text_colour(bg: tuple[int, int, int]) -> tuple[int, int, int]:
+def text_colour(bg: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white, whichever reads better on ``bg``."""
     lum = 0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2]
     return (0, 0, 0) if lum > 150 else (255, 255, 255)
 
 
-def _tag(canvas: np.ndarray, box: np.ndarray, text: str, colour: tuple[int, int, int],
-         scale: float = 0.45) -> None:
-    """A filled label at the box's top-left corner (inside the image)."""
-    (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
-    h, w = canvas.shape[:2]
-    x = int(np.clip(box[0], 0, max(0, w - tw - 4)))
-    y = int(box[1]) - th - base - 3
-    if y < 0:
-        y = int(np.clip(box[1], 0, max(0, h - th - base - 3)))
-    cv2.rectangle(canvas, (x, y), (x + tw + 4, y + th + base + 3), colour, -1)
-    cv2.putText(canvas, text, (x + 2, y + th + 1), FONT, scale, _text_colour(colour), 1, cv2.LINE_AA)
-
-
-def _shade(canvas: np.ndarray, x0: int, y0: int, x1: int, y1: int, colour: tuple[int, int, int],
-           opacity: float) -> None:
-    """Blend a filled rectangle into ``canvas`` (in place, only that region)."""
-    h, w = canvas.shape[:2]
-    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-    if x1 <= x0 or y1 <= y0:
-        return
-    region = canvas[y0:y1, x0:x1]
-    tint = np.empty_like(region)
-    tint[:] = colour
-    cv2.addWeighted(tint, opacity, region, 1.0 - opacity, 0.0, dst=region)
-
-
-def _caption(canvas: np.ndarray, text: str) -> None:
-    """A dark caption bar at the bottom-left (frame-level facts)."""
-    (tw, th), base = cv2.getTextSize(text, FONT, 0.5, 1)
-    h = canvas.shape[0]
-    _shade(canvas, 0, h - th - base - 8, tw + 10, h, (20, 20, 20), 0.7)
-    cv2.putText(canvas, text, (5, h - base - 4), FONT, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-
-
 # ----------------------------------------------------------------------------- panels
-def _draw(layers: FrameLayers, selected: int | None, style) -> np.ndarray:  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class Tag:
+    """A text tag of instance ``index`` (within the frame) anchored to its box (panel pixels).
+
+    Tags are placed and drawn by the page (HTML over the image, :mod:`app.canvas`) so
+    they stay sharp at any display size and never overlap."""
+
+    index: int
+    text: str
+    colour: tuple[int, int, int]
+    box: tuple[float, float, float, float]
+
+
+@dataclass
+class Panel:
+    """One drawn panel: the image (masks, outlines, boxes; no text), its tags and caption."""
+
+    image: np.ndarray
+    tags: list[Tag]
+    caption: str
+
+
+def _draw(layers: FrameLayers, selected: int | None, style) -> tuple[np.ndarray, list[Tag]]:  # type: ignore[no-untyped-def]
     """Common loop: ``style(i, row) -> (colour, alpha, thickness, dashed, tag or None, visible)``."""
     canvas = layers.image.copy()
+    tags: list[Tag] = []
     order = list(range(len(layers.rows)))
     if selected is not None and 0 <= selected < len(order):
         order.remove(selected)
@@ -253,23 +231,12 @@ def _draw(layers: FrameLayers, selected: int | None, style) -> np.ndarray:  # ty
         _outline(canvas, layers.masks[i], colour, thick)
         _box(canvas, layers.boxes[i], colour, 1, dashed)
         if tag:
-            _tag(canvas, layers.boxes[i], tag, colour)
+            tags.append(Tag(i, tag, colour, tuple(float(v) for v in layers.boxes[i])))  # type: ignore[arg-type]
     if selected is not None and 0 <= selected < len(layers.rows):
         _outline(canvas, layers.masks[selected], SELECT_COLOUR, 4)
         _box(canvas, layers.boxes[selected], SELECT_COLOUR, 2)
-    return canvas
-
-
-def proposals_panel(layers: FrameLayers, selected: int | None = None) -> np.ndarray:
-    """(a) every proposal: mask, box, ``index:`` and objectness."""
-    obj = layers.result.instances.objectness
-
-    def style(i: int, row: int):  # type: ignore[no-untyped-def]
-        return colour_for(i), 0.4, 2, False, f"{i}: {obj[row]:.2f}", True
-
-    canvas = _draw(layers, selected, style)
-    _caption(canvas, f"frame {layers.frame}: {len(layers.rows)} proposals")
-    return canvas
+    tags.sort(key=lambda g: (g.index != selected, g.index))  # the selected instance's tag is placed first
+    return canvas, tags
 
 
 def class_name(result: VideoResult, label: int) -> str:
@@ -277,62 +244,37 @@ def class_name(result: VideoResult, label: int) -> str:
     return result.vocabulary[label] if 0 <= label < len(result.vocabulary) else "unlabelled"
 
 
-def scores_panel(layers: FrameLayers, selected: int | None = None) -> np.ndarray:
-    """(b) label and CLIP score per instance; the selected instance's top-5 in an inset."""
+def has_text(result: VideoResult) -> bool:
+    """True when labels come from text prompts (a CLIP text encoder), False when from examples
+    (then no instance has a closest prompt)."""
+    bp = result.instances.best_prompt
+    return bp is None or not len(bp) or bool((bp >= 0).any())
+
+
+def _proposal_style(layers: FrameLayers):  # type: ignore[no-untyped-def]
+    obj = layers.result.instances.objectness
+
+    def style(i: int, row: int):  # type: ignore[no-untyped-def]
+        return colour_for(i), 0.4, 2, False, f"#{i} {obj[row]:.2f}", True
+    return style
+
+
+def _score_style(layers: FrameLayers):  # type: ignore[no-untyped-def]
     res = layers.result
     inst = res.instances
     assert inst.label is not None and inst.clip_score is not None
 
     def style(i: int, row: int):  # type: ignore[no-untyped-def]
         lbl = int(inst.label[row])
-        return (colour_for(lbl), 0.4, 2, False,
-                f"{i}: {class_name(res, lbl)} {inst.clip_score[row]:.2f}", True)
-
-    canvas = _draw(layers, selected, style)
-    if selected is not None and 0 <= selected < len(layers.rows):
-        _top5_inset(canvas, res, int(layers.rows[selected]), selected)
-    else:
-        _caption(canvas, "click an instance for its top-5 classes")
-    return canvas
+        return colour_for(lbl), 0.4, 2, False, f"#{i} {class_name(res, lbl)} {inst.clip_score[row]:.2f}", True
+    return style
 
 
-def prompt_text(result: VideoResult, row: int) -> str:
-    """The closest prompt of an instance ("(by example)" when labels came from exemplars)."""
-    assert result.instances.best_prompt is not None
-    p = int(result.instances.best_prompt[row])
-    if 0 <= p < len(result.prompts):
-        return result.prompts[p]
-    return "(labelled by example)" if int(result.instances.label[row]) >= 0 else "(no label)"  # type: ignore[index]
-
-
-def _top5_inset(canvas: np.ndarray, res: VideoResult, row: int, index: int) -> None:
-    classes, probs = res.top_classes[row], res.top_probs[row]
-    lines = [(class_name(res, int(c)), float(p)) for c, p in zip(classes, probs) if p >= 5e-4]
-    h, w = canvas.shape[:2]
-    box_w, line_h = min(w - 10, 300), 18
-    box_h = 26 + line_h * max(1, len(lines)) + 20
-    x0, y0 = w - box_w - 5, 5
-    _shade(canvas, x0, y0, x0 + box_w, y0 + box_h, (25, 25, 35), 0.82)
-    cv2.putText(canvas, f"instance {index}: top-{len(lines)} classes", (x0 + 6, y0 + 17), FONT, 0.48,
-                SELECT_COLOUR, 1, cv2.LINE_AA)
-    bar_x, bar_w = x0 + 120, box_w - 170
-    for k, (name, p) in enumerate(lines):
-        y = y0 + 26 + k * line_h
-        cv2.putText(canvas, name[:15], (x0 + 6, y + 13), FONT, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
-        cv2.rectangle(canvas, (bar_x, y + 3), (bar_x + bar_w, y + 14), (70, 70, 80), -1)
-        cv2.rectangle(canvas, (bar_x, y + 3), (bar_x + int(bar_w * max(0.0, min(1.0, p))), y + 14),
-                      colour_for(int(classes[k])), -1)
-        cv2.putText(canvas, f"{p:.2f}", (bar_x + bar_w + 6, y + 13), FONT, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
-    prompt = prompt_text(res, row)
-    cv2.putText(canvas, f'"{prompt[:38]}"', (x0 + 6, y0 + box_h - 7), FONT, 0.4, (180, 220, 255), 1,
-                cv2.LINE_AA)
-
-
-def decisions_panel(layers: FrameLayers, selected: int | None = None) -> np.ndarray:
-    """(c) kept vs dropped, coloured by reason, with the deciding similarity."""
+def _decision_style(layers: FrameLayers):  # type: ignore[no-untyped-def]
     inst = layers.result.instances
     assert inst.decision is not None and inst.similarity is not None
     user = layers.result.user
+    text = has_text(layers.result)
 
     def style(i: int, row: int):  # type: ignore[no-untyped-def]
         reason = Reason(int(inst.decision[row]))
@@ -340,17 +282,12 @@ def decisions_panel(layers: FrameLayers, selected: int | None = None) -> np.ndar
         value = "" if math.isnan(sim) else f" {sim:.2f}"
         mark = "*" if user[row] else ""
         kept = reason == Reason.KEPT
-        return (REASON_COLOURS[reason], 0.45 if kept else 0.25, 2 if kept else 1, not kept,
-                f"{i}{mark}: {REASON_LABELS[reason]}{value}", True)
-
-    canvas = _draw(layers, selected, style)
-    kept = int((inst.decision[layers.rows] == Reason.KEPT).sum()) if len(layers.rows) else 0
-    _caption(canvas, f"kept {kept} / dropped {len(layers.rows) - kept}")
-    return canvas
+        name = reason.words(text) if reason != Reason.CLIP_SCORE or text else "low similarity"
+        return (reason.rgb, 0.45 if kept else 0.25, 2 if kept else 1, not kept, f"#{i}{mark} {name}{value}", True)
+    return style
 
 
-def tracks_panel(layers: FrameLayers, selected: int | None = None) -> np.ndarray:
-    """(d) the final pseudo-labels: kept instances coloured by track id."""
+def _track_style(layers: FrameLayers):  # type: ignore[no-untyped-def]
     res = layers.result
     inst = res.instances
     assert inst.decision is not None and inst.track_id is not None
@@ -360,19 +297,84 @@ def tracks_panel(layers: FrameLayers, selected: int | None = None) -> np.ndarray
         tid = int(inst.track_id[row])
         lbl = int(res.classes[row])  # the class as exported (uvis.curation.instance_classes)
         return colour_for(tid if tid >= 0 else 10_000 + i), 0.5, 2, False, f"T{tid} {class_name(res, lbl)}", kept
+    return style
 
-    canvas = _draw(layers, selected, style)
-    n_kept = int((inst.decision[layers.rows] == Reason.KEPT).sum()) if len(layers.rows) else 0
-    _caption(canvas, f"{n_kept} pseudo-labels")
-    return canvas
+
+def proposals_panel(layers: FrameLayers, selected: int | None = None) -> Panel:
+    """(a) every proposal: mask, box; tag ``#index objectness``."""
+    canvas, tags = _draw(layers, selected, _proposal_style(layers))
+    return Panel(canvas, tags, f"frame {layers.frame}: {len(layers.rows)} proposals")
+
+
+def scores_panel(layers: FrameLayers, selected: int | None = None) -> Panel:
+    """(b) coloured by label; tag ``#index label score`` (top-5 on hover and in the card)."""
+    canvas, tags = _draw(layers, selected, _score_style(layers))
+    return Panel(canvas, tags, "hover an instance for its top-5 classes")
+
+
+def decisions_panel(layers: FrameLayers, selected: int | None = None) -> Panel:
+    """(c) kept vs dropped, coloured by reason, with the deciding similarity."""
+    inst = layers.result.instances
+    canvas, tags = _draw(layers, selected, _decision_style(layers))
+    kept = int((inst.decision[layers.rows] == Reason.KEPT).sum()) if len(layers.rows) else 0  # type: ignore[index]
+    return Panel(canvas, tags, f"kept {kept} / dropped {len(layers.rows) - kept}")
+
+
+def tracks_panel(layers: FrameLayers, selected: int | None = None) -> Panel:
+    """(d) the final pseudo-labels: kept instances coloured by track id."""
+    inst = layers.result.instances
+    canvas, tags = _draw(layers, selected, _track_style(layers))
+    n_kept = int((inst.decision[layers.rows] == Reason.KEPT).sum()) if len(layers.rows) else 0  # type: ignore[index]
+    return Panel(canvas, tags, f"{n_kept} pseudo-labels")
+
+
+LAYERS: tuple[str, ...] = ("proposals", "label scores", "decisions", "tracks")
+"""The layers of the single-canvas view, one per panel."""
+
+
+def canvas_panel(layers: FrameLayers, selected: int | None, shown: set[str] | frozenset[str]) -> Panel:
+    """One canvas with the chosen :data:`LAYERS` on top of each other.
+
+    Fill colour: tracks (kept instances) over decisions (reason colour) over label
+    colour over the proposal colour; tags join each shown layer's text."""
+    styles = [(name, fn(layers)) for name, fn in zip(LAYERS, (_proposal_style, _score_style, _decision_style,
+                                                               _track_style)) if name in shown]
+    inst = layers.result.instances
+
+    def style(i: int, row: int):  # type: ignore[no-untyped-def]
+        parts, colour, alpha, thick, dashed, visible = [], (200, 200, 200), 0.0, 1, False, bool(styles)
+        for name, fn in styles:
+            c, a, th, d, tag, vis = fn(i, row)
+            if name == "tracks" and not vis:
+                if len(styles) == 1:
+                    visible = False
+                continue
+            colour, alpha, thick, dashed = c, a, th, d
+            if tag:
+                parts.append(tag if not parts else tag.split(" ", 1)[-1] if tag.startswith("#") else tag)
+        return colour, alpha, thick, dashed, " · ".join(parts), visible
+
+    canvas, tags = _draw(layers, selected, style)
+    kept = int((inst.decision[layers.rows] == Reason.KEPT).sum()) if len(layers.rows) else 0  # type: ignore[index]
+    return Panel(canvas, tags, f"frame {layers.frame}: {len(layers.rows)} proposals, kept {kept} · layers: "
+                 + (", ".join(n for n in LAYERS if n in shown) or "none"))
 
 
 def render_panels(prepared: PreparedFrame, result: VideoResult, t: int,
-                  selected: int | None = None) -> list[np.ndarray]:
+                  selected: int | None = None) -> list[Panel]:
     """The four panels (a)-(d) of frame ``t`` under the decisions ``result``."""
     layers = FrameLayers(prepared, result, t)
     return [proposals_panel(layers, selected), scores_panel(layers, selected),
             decisions_panel(layers, selected), tracks_panel(layers, selected)]
+
+
+def prompt_text(result: VideoResult, row: int) -> str:
+    """The closest prompt of an instance ("(by example)" when labels came from exemplars)."""
+    assert result.instances.best_prompt is not None
+    p = int(result.instances.best_prompt[row])
+    if 0 <= p < len(result.prompts):
+        return result.prompts[p]
+    return "(labelled by example)" if int(result.instances.label[row]) >= 0 else "(no label)"  # type: ignore[index]
 
 
 def placeholder(width: int, height: int, text: str) -> np.ndarray:

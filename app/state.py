@@ -42,7 +42,10 @@ PREPARED_MEMO = 24
 class ViewState:
     """Per-session view: current video and frame, selected instance (index within the
     frame), the track it belongs to (selection follows it across frames), the instance
-    marked for a merge ``(frame, index)``, and the project generation last shown."""
+    marked for a merge ``(frame, index)``, the project generation last shown, the canvas
+    layout (``grid`` | ``focus`` on panel ``focus`` | ``canvas`` with ``layers``), the
+    timeline filter, the JSON of the config the view shows (export refuses another),
+    and the recently used classes (keys 1-9)."""
 
     video: str | None = None
     frame: int = 0
@@ -51,6 +54,12 @@ class ViewState:
     merge_mark: tuple[int, int] | None = None
     generation: int = -1
     scale: float = 1.0
+    layout: str = "grid"
+    focus: int = 0
+    layers: tuple[str, ...] = ("proposals", "label scores", "decisions", "tracks")
+    timeline: Any = None
+    shown_config: str = ""
+    recent: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -439,6 +448,31 @@ class AppController:
             self._curation_version += 1
             return action_id
 
+    def curate_refs(self, video: str, config: Config, refs: list[tuple[int, int]], action: str,
+                    label: str | None = None) -> CurationReport:
+        """accept / reject / relabel the (frame, index) instances ``refs`` as ONE action (one undo
+        step), e.g. a review-queue selection. Accept confirms each instance's class as shown."""
+        labels = None
+        if action == "accept":
+            res = self.result(video, config)
+            labels = [res.class_name(res.row(t, i)) for t, i in refs]
+        planned = self.plan(video, action, refs, label=label, labels=labels, scope="queue", config=config)
+        return self.apply(config, planned)
+
+    def draw_instance(self, video: str, config: Config, frame: int, mask: np.ndarray, label: str | None,
+                      replaces: tuple[int, int] | None = None) -> str:
+        """Save a drawn mask (H, W) bool of ``frame`` as a new kept instance; ``replaces``: the
+        (frame, index) whose mask it fixes, which is rejected first (two log rows). Returns
+        what was done in words."""
+        if not np.asarray(mask).any():
+            raise BadInputError("the drawing is empty: paint the object's mask first")
+        done = ""
+        if replaces is not None:
+            self.curate_refs(video, config, [tuple(replaces)], "reject")  # type: ignore[list-item]
+            done = f"rejected instance {replaces[1]} of frame {replaces[0]}; "
+        action_id = self.draw(video, frame, mask, label)
+        return f"{done}drawn instance saved on frame {frame} (action {action_id})"
+
     def set_draw_embedding(self, action_id: int, embedding: np.ndarray) -> None:
         """Store the (D,) embedding of a drawn instance (it then counts as an exemplar and
         for tracking by appearance)."""
@@ -473,6 +507,33 @@ class AppController:
                              a.payload.get("label"), notes.get(a.id, "") if a.status == "applied" else "")
                 for a, n in rows]
 
+    def undo_action(self, video: str) -> Any:
+        """Undo the newest applied action; returns it (None: nothing to undo)."""
+        with self._lock:
+            target = self.ws.db.undo(video)
+            self._curation_version += 1
+        return target
+
+    def redo_action(self, video: str) -> Any:
+        """Redo the oldest undone action; returns it (None: nothing to redo)."""
+        with self._lock:
+            target = self.ws.db.redo(video)
+            self._curation_version += 1
+        return target
+
+    def revert(self, video: str, action_id: int) -> None:
+        """Revert one action of the history.
+
+        Raises:
+            BadInputError: the action is not the newest applied one (the log undoes in order).
+        """
+        with self._lock:
+            active = self.ws.db.active(video)
+            if not active or active[-1].id != action_id:
+                raise BadInputError("only the newest active action can be reverted here; undo (Ctrl+Z) the "
+                                    "later ones first")
+            self.undo_action(video)
+
     def undo(self, video: str) -> str:
         """Undo the newest applied action of ``video`` (a batch as a whole); a message."""
         with self._lock:
@@ -498,6 +559,65 @@ class AppController:
             report = self.ws.db.repair(video)
             self._curation_version += 1
             return report
+
+    def relabel(self, video: str, t: int, index: int, label: str, config: Config) -> Config:
+        """Relabel instance ``index`` of frame ``t`` as ``label``; a class not in the
+        vocabulary is added to it first (and that config saved). Returns the config the
+        view decides with afterwards."""
+        label = (label or "").strip()
+        if not label:
+            raise BadInputError("choose a class in 'relabel as' first (R focuses it)")
+        if label not in config.labeler.vocabulary:
+            config = config.replace(labeler__vocabulary=[*config.labeler.vocabulary, label])
+            self.save_config(config, note="relabel adds a class")
+        self.curate(video, "relabel", {"frame": int(t), "index": int(index), "label": label})
+        return config
+
+    def decide_all(self, config: Config) -> dict[str, VideoResult]:
+        """Decisions of every video under ``config``, consistent with the view (export, evaluation).
+
+        Raises:
+            BadInputError: no labelled video yet.
+        """
+        project = self.project()
+        if project is None:
+            raise BadInputError(self._project_error or "nothing to export yet: no labelled video")
+        with self._lock:
+            return project.decide(config)
+
+    def curation_log(self, video: str) -> list[Any]:
+        """The video's curation log, oldest first (``CurationAction`` rows, undone ones included)."""
+        with self._lock:
+            return list(self.ws.db.entries(video))
+
+    # ------------------------------------------------------------------ view memory
+    def video_status(self, video: str) -> str:
+        """The labelling status of a video (``done``, ``partial``, ``running``, ``cancelled``, ``failed``...)."""
+        with self._lock:
+            rec = self.ws.db.video(video)
+        return rec.status if rec is not None else ""
+
+    def remember_view(self, video: str, frame: int) -> None:
+        """Remember the last video and frame shown (per workspace, survives restarts)."""
+        from uvis.fsutil import atomic_write_text
+
+        data = json.dumps({"video": video, "frame": int(frame)})
+        path = self.ws.root / "app_view.json"
+        with self._lock:
+            try:
+                if path.is_file() and path.read_text() == data:
+                    return
+                atomic_write_text(path, data, durable=False)
+            except OSError:  # a read-only workspace only loses this convenience
+                pass
+
+    def remembered_view(self) -> tuple[str | None, int]:
+        """(video, frame) last shown in this workspace, or (None, -1)."""
+        try:
+            data = json.loads((self.ws.root / "app_view.json").read_text())
+            return str(data["video"]), int(data["frame"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, -1
 
     # ------------------------------------------------------------------ jobs
     def add_video(self, path: Path, name: str) -> Job:

@@ -7,39 +7,91 @@ only the current frame is rendered (the decisions come from the cache in memory)
 """
 from __future__ import annotations
 
+import hashlib
+import html
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from app import handlers, render
+from app import canvas, handlers, render, timeline
 from app.state import AppController, ViewState
 from uvis.config import Config
 from uvis.decide import VideoResult
 from uvis.errors import BadInputError
+from uvis.types import Reason
 
 PANEL_WIDTH = 640
-PANEL_TITLES = ("(a) proposals · objectness", "(b) label scores · top-5 + closest prompt",
+LARGE_WIDTH = 960
+PANEL_TITLES = ("(a) proposals · objectness", "(b) label scores · label + score",
                 "(c) decisions · reason + deciding similarity", "(d) pseudo-labels · track id")
+LAYOUTS = {"2×2": ("grid", 0), "focus (a)": ("focus", 0), "focus (b)": ("focus", 1), "focus (c)": ("focus", 2),
+           "focus (d)": ("focus", 3), "one canvas": ("canvas", 0)}
+"""View-mode choices of the page -> (layout, focused panel)."""
 
 
 @dataclass
 class FrameView:
-    """Everything the main view shows for one frame."""
+    """Everything the main view shows for one frame (``canvas`` and ``timeline`` are HTML)."""
 
-    panels: list[np.ndarray]
+    canvas: str
     counts: str
     table: list[list[Any]]
     card: str
     state: ViewState
     num_frames: int
+    timeline: str = ""
     scale: float = 1.0
     result: VideoResult | None = field(default=None, repr=False)
+    panels: list[np.ndarray] = field(default_factory=list, repr=False)
+    """The drawn images (four panels, or the one canvas), without text."""
 
 
 def _empty(state: ViewState, message: str) -> FrameView:
-    ph = render.placeholder(PANEL_WIDTH, 480, message)
-    return FrameView([ph] * 4, message.replace("\n", " "), [], "", state, 0)
+    ph = render.Panel(render.placeholder(PANEL_WIDTH, 480, message), [], "")
+    html_ = canvas.grid_html([ph] * 4, PANEL_TITLES, {}, frame=0)
+    return FrameView(html_, message.replace("\n", " "), [], "", state, 0)
+
+
+def hover_details(result: VideoResult, rows: slice) -> dict[int, str]:
+    """Per instance of the frame: label, top-5, objectness, reason, similarity, track (HTML)."""
+    inst = result.instances
+    text = render.has_text(result)
+    score_name = "score" if text else "similarity to the closest example"
+    out: dict[int, str] = {}
+    for i, r in enumerate(range(rows.start, rows.stop)):
+        reason = Reason(int(inst.decision[r]))  # type: ignore[index]
+        tid = int(inst.track_id[r])  # type: ignore[index]
+        sim = float(inst.similarity[r])  # type: ignore[index]
+        out[i] = (f"<b>#{i} {html.escape(handlers.class_name(result, int(inst.label[r])))}</b> "  # type: ignore[index]
+                  f"({score_name} {float(inst.clip_score[r]):.2f})<br>"  # type: ignore[index]
+                  f"top-5: {html.escape(handlers.top5_text(result, r))}<br>"
+                  f"objectness {float(inst.objectness[r]):.2f} · {html.escape(reason.words(text))}"
+                  f"{'' if np.isnan(sim) else f' {sim:.2f}'}<br>"
+                  f"{'track T' + str(tid) if tid >= 0 else 'not tracked'}{' · curated by you' if result.user[r] else ''}")
+    return out
+
+
+def _canvas_html(ctrl: AppController, state: ViewState, res: VideoResult, video: str, t: int, rows: slice,
+                 selected: int | None) -> tuple[str, float, list[np.ndarray]]:
+    details = hover_details(res, rows)
+    stamp = hashlib.sha1(res.config.to_json().encode()).hexdigest()[:12]
+    small = ctrl.prepared_frame(video, t, PANEL_WIDTH)
+    large = max(LARGE_WIDTH, int(round(small.image.shape[1] / small.scale)))  # full resolution, at least 960 px
+    if state.layout == "canvas":
+        big = ctrl.prepared_frame(video, t, large)
+        layers = render.FrameLayers(big, res, t)
+        panel = render.canvas_panel(layers, selected, set(state.layers))
+        return canvas.grid_html([panel], ["one canvas · " + (", ".join(state.layers) or "no layer")], details,
+                                layout="canvas", selected=selected, frame=t, stamp=stamp), big.scale, [panel.image]
+    panels = render.render_panels(small, res, t, selected)
+    if state.layout == "focus":
+        big = ctrl.prepared_frame(video, t, large)
+        panels[state.focus] = render.render_panels(big, res, t, selected)[state.focus]
+        return canvas.grid_html(panels, PANEL_TITLES, details, layout="focus", focus=state.focus, selected=selected,
+                                frame=t, stamp=stamp), small.scale, [p.image for p in panels]
+    return (canvas.grid_html(panels, PANEL_TITLES, details, selected=selected, frame=t, stamp=stamp), small.scale,
+            [p.image for p in panels])
 
 
 def frame_view(ctrl: AppController, state: ViewState, config: Config) -> FrameView:
@@ -72,17 +124,20 @@ def frame_view(ctrl: AppController, state: ViewState, config: Config) -> FrameVi
     selected = state.selected
     if selected is not None and not 0 <= selected < rows.stop - rows.start:
         selected = None
-    prepared = ctrl.prepared_frame(video, t, PANEL_WIDTH)
-    panels = render.render_panels(prepared, res, t, selected)
-    scale = prepared.scale
-    state = replace(state, video=video, frame=t, selected=selected, generation=ctrl.generation, scale=scale)
+    html_, scale, images = _canvas_html(ctrl, state, res, video, t, rows, selected)
+    state = replace(state, video=video, frame=t, selected=selected, generation=ctrl.generation, scale=scale,
+                    shown_config=config.to_json())
     card = ""
     if selected is not None:
         card = handlers.instance_card(res, rows.start + selected, selected, t)
     elif rows.stop > rows.start:
-        card = "<div class='uv-card uv-hint'>Click an instance in any panel or in the table to select it.</div>"
-    return FrameView(panels, handlers.counts_markdown(res, rows, t), handlers.frame_table(res, rows), card,
-                     state, n, scale, res)
+        card = ("<div class='uv-card uv-hint' id='instance-card-empty'>Click an instance in any panel, in the "
+                "timeline or in the table to select it (keys: ←/→ frames, A accept, X reject, R relabel, "
+                "? all keys).</div>")
+    flt = state.timeline if isinstance(state.timeline, timeline.TimelineFilter) else timeline.TimelineFilter()
+    tl = timeline.timeline_html(res, n, t, state.track, flt)
+    return FrameView(html_, handlers.counts_markdown(res, rows, t, ctrl.video_status(video)),
+                     handlers.frame_table(res, rows), card, state, n, tl, scale, res, images)
 
 
 def interesting_frame(result: VideoResult) -> int:

@@ -4,12 +4,15 @@ calls, taken from the built Gradio app) over ground-truth files, in its own proc
 Usage: ``python tests/app_eval_driver.py WORKDIR LIST.json`` where LIST.json holds
 ground-truth file paths. Builds a tiny labelled workspace in WORKDIR (a real 8-frame
 video, a hand-made cache, a toy text encoder), then for each file calls the handler as
-an upload and prints one JSON line ``{"path", "seconds", "reply"}``; finally prints
+an upload (through the app's one error wrapper: a failure leaves the table and puts a
+warning in the notice area) and prints one JSON line ``{"path", "seconds", "reply"}``; finally prints
 ``{"done": n}``. A crash of the handler kills this process: the caller sees it.
 """
 from __future__ import annotations
 
+import html
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -67,7 +70,8 @@ def main(workdir: str, listing: str) -> int:
     paths = json.loads(Path(listing).read_text())
     for p in paths:
         t0 = time.perf_counter()
-        reply = handler("", p, *settings)
+        table, notice = handler("", p, *settings)  # (the table, the page's notice area: a warning on error)
+        reply = table if isinstance(table, str) else "⚠️ " + html.unescape(re.sub(r"<[^>]+>", "", notice)).lstrip("⚠️ ")
         print(json.dumps({"path": p, "seconds": time.perf_counter() - t0, "reply": str(reply)}), flush=True)
     print(json.dumps({"done": len(paths)}), flush=True)
     ctrl.close()

@@ -223,6 +223,10 @@ def test_label_by_example_without_text(tmp_path):
     frames = res.instances.frame
     for r, f, i, _ in sims:
         assert frames[r] == f and c.frame_rows("clip", f).start + i == r
+    # offline words: nothing says "CLIP score" (counts, table, card, hover details, panels' tags, timeline)
+    fv = views.frame_view(c, ViewState(video="clip", frame=2, selected=1), cfg.replace(filters__clip_threshold=0.99))
+    words = " ".join([fv.counts, str(fv.table), fv.card, fv.canvas, fv.timeline])
+    assert "CLIP score" not in words and "similarity to the closest example" in words
     c.close()
     ws.close()
 

@@ -99,7 +99,7 @@ def plan(cache: "VideoCache", video: str, action: str, refs: Sequence[Ref] = (),
         cache: the loaded cache the person saw.
         label: the class of a relabel (required) — for an accept, the class the person
             confirmed (use ``labels`` to give one per instance).
-        scope: ``instance`` | ``similar`` | ``track`` (recorded for the history).
+        scope: ``instance`` | ``similar`` | ``track`` | ``queue`` (recorded for the history).
         result: the decisions the person saw (needed to address drawn instances).
     Raises:
         BadInputError: unknown action, no instances, an instance the cache lacks, a

@@ -25,7 +25,7 @@ actions are in id order: the effective curation of an instance is its newest app
 
 Instance actions (``accept`` / ``reject`` / ``relabel``) payload::
 
-    {"items": [[t, i], ...], "label": "class" (relabel), "scope": "instance" | "similar" | "track"}
+    {"items": [[t, i], ...], "label": "class" (relabel), "scope": "instance" | "similar" | "track" | "queue"}
 Track edits::
 
     merge {"a": [t, i], "b": [t, i]}    the tracks containing the two instances become one
@@ -58,7 +58,7 @@ SCHEMA_VERSION = 2
 INSTANCE_ACTIONS = ("accept", "reject", "relabel")
 TRACK_ACTIONS = ("merge", "split")
 CURATION_ACTIONS = (*INSTANCE_ACTIONS, *TRACK_ACTIONS, "draw")
-SCOPES = ("instance", "similar", "track")
+SCOPES = ("instance", "similar", "track", "queue")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS videos (

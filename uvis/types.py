@@ -48,6 +48,37 @@ class Reason(enum.IntEnum):
     def from_key(cls, key: str) -> "Reason":
         return cls[key.upper()]
 
+    def words(self, has_text: bool = True) -> str:
+        """The reason in the UI's words. Without a text encoder the label score is the
+        similarity to the closest example, so ``CLIP_SCORE`` is called that."""
+        name, offline, _ = REASON_STYLE[self]
+        return name if has_text else offline
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        """The reason's colour (panels, legend, plots, CSS)."""
+        return REASON_STYLE[self][2]
+
+    @property
+    def hex(self) -> str:
+        return "#%02x%02x%02x" % self.rgb
+
+
+REASON_STYLE: dict[Reason, tuple[str, str, tuple[int, int, int]]] = {
+    # reason: (name with a text encoder, name without one, colour RGB)
+    Reason.KEPT: ("kept", "kept", (46, 204, 113)),
+    Reason.OBJECTNESS: ("objectness", "objectness", (149, 165, 166)),
+    Reason.CLIP_SCORE: ("CLIP score", "similarity to the closest example", (243, 156, 18)),
+    Reason.PMF: ("PMF", "PMF", (155, 89, 182)),
+    Reason.USER_REJECT: ("user reject", "user reject", (231, 76, 60)),
+}
+"""The one table of reason names and colours; :func:`reason_css` derives the CSS."""
+
+
+def reason_css() -> str:
+    """CSS classes ``.uv-<key>`` with each reason's background colour."""
+    return " ".join(f".uv-{r.key} {{background:{r.hex}}}" for r in Reason)
+
 
 _ARRAY_FIELDS: dict[str, tuple[Any, int]] = {
     # name: (dtype, ndim)
