@@ -136,7 +136,7 @@ def test_explicit_names_refused_when_taken_or_unsafe(tmp_path, example_video, em
     runner.label_video(v1)
     with pytest.raises(BadInputError, match="already belongs to another video"):
         runner.label_video(v2, name="clip")
-    for bad in ("../../x", "a/b", "..", ".hidden", "", "x" * 200):
+    for bad in ("../../x", "a/b", "..", ".hidden", "", "x" * 300, "名前"):
         with pytest.raises(BadInputError, match="is not allowed"):
             runner.label_video(v2, name=bad)
     assert not (tmp_path / "x").exists() and not (ws.root.parent / "x").exists()
