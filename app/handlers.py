@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from uvis import masks as mask_ops
-from uvis.config import Config
+from uvis.config import Config, template_problem
 from uvis.decide import VideoResult
 from uvis.errors import BadInputError, ConfigError
 from uvis.types import Reason
@@ -54,7 +54,8 @@ def format_vocabulary(names: Sequence[str]) -> str:
 
 
 def parse_templates(text: str) -> list[str]:
-    """Prompt templates, one per line, each containing ``{}`` exactly once.
+    """Prompt templates, one per line, each with ``{}`` exactly once and otherwise literal text
+    (:func:`uvis.config.template_problem`).
 
     Raises:
         ConfigError: no template, or a line without exactly one ``{}`` (named in the message).
@@ -63,8 +64,9 @@ def parse_templates(text: str) -> list[str]:
     if not lines:
         raise ConfigError("no prompt templates: enter one per line, with {} where the class name goes")
     for ln in lines:
-        if ln.count("{}") != 1:
-            raise ConfigError(f"template {ln!r} must contain {{}} exactly once (where the class name goes)")
+        problem = template_problem(ln)
+        if problem:
+            raise ConfigError(f"template {ln!r} {problem}")
     out: list[str] = []
     for ln in lines:
         if ln not in out:

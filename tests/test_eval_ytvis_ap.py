@@ -16,6 +16,7 @@ from uvis.errors import BadInputError
 from uvis.eval.ytvis_ap import STAT_KEYS, _video_ious, evaluate_ytvis
 from uvis.eval.ytvis_io import load_ground_truth, load_results, parse_ground_truth, parse_results
 from uvis.masks import decode, encode
+from uvis.testing import column_runs
 
 H, W = 24, 32
 
@@ -306,8 +307,8 @@ def test_validation_errors_name_file_and_entry(tmp_path: Path) -> None:
     bad_results([dict(r[0], segmentations=r[0]["segmentations"][:2])],
                 r"\[0\]: 'segmentations' has 2 entries but video 1 has length 3")
     bad_results([dict(r[0], segmentations=[box(0, 0, 3, 3, (10, 10)), None, None])],
-                r"\[0\]: segmentations\[0\]: RLE size \[10, 10\]")
-    bad_results([dict(r[0], score="high")], r"\[0\]: 'score' must be a finite number")
+                r"\[0\]\.segmentations\[0\]: RLE size \[10, 10\]")
+    bad_results([dict(r[0], score="high")], r"\[0\]\.score: must be a finite number \(got 'high'\)")
     bad_results({"not": "a list"}, "must be a JSON list")
 
     g_dup = copy.deepcopy(g)
@@ -323,16 +324,7 @@ def test_validation_errors_name_file_and_entry(tmp_path: Path) -> None:
 def test_uncompressed_and_polygon_ground_truth() -> None:
     m = np.zeros((H, W), dtype=np.uint8)
     m[2:12, 3:13] = 1
-    flat = m.flatten(order="F")
-    runs, cur, n = [], 0, 0
-    for v in flat:
-        if v == cur:
-            n += 1
-        else:
-            runs.append(n)
-            cur, n = v, 1
-    runs.append(n)
-    uncompressed = {"size": [H, W], "counts": runs}
+    uncompressed = {"size": [H, W], "counts": column_runs(m)}
     polygon = [[3, 2, 13, 2, 13, 12, 3, 12]]
     g = gt_json({1: 2}, [(1, 1, [uncompressed, None]), (1, 2, [polygon, None])])
     r = [res(1, 1, 0.9, [encode(m.astype(bool)), None])]

@@ -220,7 +220,7 @@ def test_errors_name_the_place(exported, tmp_path):
 
     path, fr = _broken_copy(ann, frames, tmp_path / "b", wrong_mask_size)
     t = json.loads(path.read_text())["_t"]
-    with pytest.raises(BadInputError, match=rf"annotations\[2\]: segmentations\[{t}\]: RLE size \[10, 10\]"):
+    with pytest.raises(BadInputError, match=rf"annotations\[2\]\.segmentations\[{t}\]: RLE size \[10, 10\]"):
         load_ytvis_ground_truth(path, fr)
 
     def missing_frame(d, f):

@@ -11,6 +11,7 @@ from uvis import masks as mask_utils
 from uvis.errors import BadInputError
 from uvis.proposers.base import Proposer
 from uvis.proposers.file import FileProposer
+from uvis.testing import column_runs
 
 H, W = 12, 16
 
@@ -23,16 +24,7 @@ def rect(x0: int, y0: int, x1: int, y1: int, h: int = H, w: int = W) -> np.ndarr
 
 def uncompressed(mask: np.ndarray) -> dict:
     """Uncompressed COCO RLE (column-major run lengths starting with zeros)."""
-    flat = mask.flatten(order="F").astype(np.uint8)
-    counts, cur, run = [], 0, 0
-    for v in flat:
-        if v == cur:
-            run += 1
-        else:
-            counts.append(run)
-            cur, run = v, 1
-    counts.append(run)
-    return {"size": list(mask.shape), "counts": counts}
+    return {"size": list(mask.shape), "counts": column_runs(mask)}
 
 
 def write(tmp_path: Path, name: str, data) -> Path:
@@ -182,7 +174,7 @@ def test_coco_instances_with_video_ids_and_frame_index(tmp_path):
 def test_malformed_json(tmp_path):
     p = tmp_path / "bad.json"
     p.write_text('[{"video_id": 1,\n "score": 0.5,, }]')
-    with pytest.raises(BadInputError, match=r"bad\.json: proposal file is not valid JSON \(.* line 2, column 15\)"):
+    with pytest.raises(BadInputError, match=r"bad\.json: malformed JSON in the proposal file \(.* line 2, column 15\)"):
         FileProposer(p, 1)
     with pytest.raises(BadInputError, match=r"missing\.json: proposal file not found"):
         FileProposer(tmp_path / "missing.json", 1)
@@ -195,15 +187,15 @@ def test_malformed_json(tmp_path):
     ([], r"the results list is empty"),
     ([5], r"entry \[0\]: expected an object, got int"),
     ([{"x": 1}], r"entry \[0\]: neither a YouTube-VIS result"),
-    ([{"video_id": 1, "score": 1, "segmentations": []}, 3], r"entry \[1\]: must be an object with 'video_id'"),
-    ([{"video_id": 1, "score": 0.5, "segmentations": "abc"}], r"entry \[0\]: 'segmentations' must be a list"),
-    ([{"video_id": 1, "segmentations": [None]}], r"entry \[0\]: has no 'score'"),
+    ([{"video_id": 1, "score": 1, "segmentations": []}, 3], r"\[1\]: must be a JSON object, not int"),
+    ([{"video_id": 1, "score": 0.5, "segmentations": "abc"}], r"\[0\]\.segmentations: 'segmentations' must be a list"),
+    ([{"video_id": 1, "segmentations": [None]}], r"\[0\]: missing key\(s\) 'score'"),
     ([{"video_id": 1, "score": 1.5, "segmentations": [None]}],
-     r"entry \[0\]: 'score' must be a number in \[0, 1\], got 1.5"),
+     r"\[0\]: 'score' must be a number in \[0, 1\] \(it is used as objectness\), got 1.5"),
     ([{"video_id": 1, "score": 0.5, "segmentations": [None, {"size": [4], "counts": "x"}]}],
-     r"entry \[0\] segmentations\[1\]: RLE 'size' must be \[height, width\]"),
+     r"\[0\]\.segmentations\[1\]\.size: RLE 'size' must be \[height, width\]"),
     ([{"video_id": 1, "score": 0.5, "segmentations": [{"size": [2, 2], "counts": [1, 2]}]}],
-     r"entry \[0\] segmentations\[0\]: uncompressed RLE 'counts' must be non-negative integers summing to 2\*2"),
+     r"\[0\]\.segmentations\[0\]\.counts: uncompressed RLE runs sum to 3 pixels but size 2x2 has 4"),
     ([{"video_id": 1, "score": 0.5, "segmentations": [[[0, 0, 4, 0, 4, 4]]]}],
      r"segmentations\[0\]: a polygon segmentation needs the frame size"),
     ([{"video_id": 1, "score": 0.5, "segmentations": [42]}], r"segmentation must be an RLE object or a polygon list"),
@@ -219,29 +211,34 @@ def test_mask_size_differs_from_declared_video_size(tmp_path):
     results = ytvis_results()
     results.append({"video_id": 1, "score": 0.5,
                     "segmentations": [None, None, mask_utils.encode(rect(0, 0, 2, 2, h=H + 1))]})
-    with pytest.raises(BadInputError, match=r"results\.json: entry \[3\] segmentations\[2\]: mask size 16x13 differs "
-                                            r"from the frame size 16x12"):
+    with pytest.raises(BadInputError, match=r"results\.json: \[3\]\.segmentations\[2\]: RLE size \[13, 16\] does not match "
+                                            r"video 1 \[height, width\] = \[12, 16\]"):
         FileProposer(write(tmp_path, "results.json", results), 1, index=write(tmp_path, "idx.json", ytvis_index()))
     results[3]["segmentations"] = [None, None]
-    with pytest.raises(BadInputError, match=r"entry \[3\]: has 2 segmentations but video 1 has 3 frames"):
+    with pytest.raises(BadInputError, match=r"\[3\]: 'segmentations' has 2 entries but video 1 has length 3"):
         FileProposer(write(tmp_path, "results.json", results), 1, index=write(tmp_path, "idx.json", ytvis_index()))
 
 
 def test_coco_entry_errors(tmp_path):
     index = write(tmp_path, "instances.json", coco_index())
     for entry, message in [
-        ({"image_id": 99, "score": 0.5, "segmentation": []}, r"entry \[0\]: image_id 99 is not in the images list"),
-        ({"image_id": 10, "score": 0.5}, r"entry \[0\]: has no 'segmentation'"),
+        ({"image_id": 99, "score": 0.5, "segmentation": []}, r"\[0\]: image_id 99 is not in the images list"),
+        ({"image_id": 10, "score": 0.5}, r"\[0\]: missing key\(s\) 'segmentation'"),
         ({"image_id": 10, "score": 0.5, "bbox": [0, 0, -1, 2], "segmentation": mask_utils.encode(rect(0, 0, 2, 2))},
-         r"entry \[0\]: 'bbox' has a negative width"),
+         r"\[0\]\.bbox: 'bbox' has a negative width"),
     ]:
         path = write(tmp_path, "r.json", [entry])
         with pytest.raises(BadInputError, match=r"r\.json: " + message):
             FileProposer(path, "cam", index=index)
     bad_index = write(tmp_path, "bad_index.json", {"images": [{"id": 1, "file_name": "flat.jpg"}]})
-    with pytest.raises(BadInputError, match=r"bad_index\.json: images\[0\]: needs 'video_id' or a 'file_name' inside"):
+    with pytest.raises(BadInputError, match=r"bad_index\.json: unknown video 'x'; known videos: images"):
+        FileProposer(write(tmp_path, "r.json", [{"image_id": 1, "score": 1,
+                                                 "segmentation": mask_utils.encode(rect(0, 0, 2, 2))}]), "x",
+                     index=bad_index)  # flat file names form the video 'images'
+    no_video = write(tmp_path, "no_video.json", {"images": [{"id": 1, "height": H, "width": W}]})
+    with pytest.raises(BadInputError, match=r"no_video\.json: images\[0\]: needs 'video_id' or a 'file_name'"):
         FileProposer(write(tmp_path, "r.json", [{"image_id": 1, "score": 1, "segmentation": []}]), "x",
-                     index=bad_index)
+                     index=no_video)
 
 
 def test_name_changes_with_file_content(tmp_path):

@@ -7,10 +7,8 @@ fixture README's.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 import torch
 from pycocotools import mask as coco_mask
 
+from uvis.proposers.cutler.testing import recipe_state_dict
 from uvis.vis.checkpoint import convert_state_dict
 from uvis.vis.model import MinVIS, load_minvis
 from uvis.vis.tracking import VideoTracker
@@ -25,22 +24,12 @@ from uvis.vis.tracking import VideoTracker
 NAME = "dev_vtest_360"
 
 
-def load_recipe(folder: Path) -> ModuleType:
-    """The fixture's recipe.py, imported by file path."""
-    spec = importlib.util.spec_from_file_location("minvis_ref_recipe", folder / "recipe.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def ref(shared_fixtures: Path) -> dict[str, Any]:
     folder = shared_fixtures / "minvis-ref"
     meta = json.loads((folder / f"{NAME}.json").read_text())
     arrays = dict(np.load(folder / f"{NAME}.npz", allow_pickle=False))
-    recipe = load_recipe(folder)
-    sd = {k: torch.from_numpy(v) for k, v in recipe.recipe_state_dict(meta["seed"], meta["manifest"]).items()}
+    sd = recipe_state_dict(folder / f"{NAME}.json")  # recipe.py of that folder, imported by file path
     return {"meta": meta, "z": arrays, "state_dict": sd}
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m uvis {label,show,config,weights,eval,export,import}``.
+"""Command line: ``python -m uvis {label,show,config,weights,eval,export,import,predict}``.
 
 Exit codes: 0 success, 2 bad input (:class:`BadInputError`), 1 internal error.
 """
@@ -17,6 +17,7 @@ from uvis.errors import BadInputError, MissingDependencyError, UvisError
 # sub-commands each adds (shown, with the install command, when a package it needs is missing).
 _PLUGIN_MODULES: dict[str, tuple[str, ...]] = {
     "uvis.weights_cli": ("weights",), "uvis.eval.cli": ("eval",), "uvis.export.cli": ("export", "import"),
+    "uvis.vis.cli": ("predict",),
 }
 # Import names whose pip package is named otherwise.
 _PIP_NAMES = {"cv2": "opencv-python-headless", "yaml": "PyYAML", "PIL": "Pillow", "bson": "pymongo"}

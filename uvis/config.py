@@ -277,6 +277,34 @@ def _choice(path: str, value: Any, choices: tuple[str, ...]) -> list[str]:
     return [] if value in choices else [f"{path} must be one of {', '.join(choices)}; got {value!r}"]
 
 
+
+def template_problem(template: object) -> str | None:
+    """Why ``template`` is not a prompt template, or None.
+
+    A template is text with exactly one ``{}`` (where the class name goes) and
+    otherwise literal text: no named or numbered fields (``{x}``, ``{0}``), no format
+    specs, no single ``{`` or ``}`` (write ``{{`` / ``}}`` for literal braces), so
+    ``template.format(name)`` can never fail.
+    """
+    import string
+
+    if not isinstance(template, str):
+        return f"must be text, not {type(template).__name__}"
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as exc:
+        return f"is not a valid template ({exc}); write '{{{{' and '}}}}' for literal braces"
+    if len(fields) != 1 or fields[0] != ("", "", None):
+        others = [("{" + n + (f"!{c}" if c else "") + (f":{sp}" if sp else "") + "}") for n, sp, c in fields
+                  if (n, sp, c) != ("", "", None)]
+        if others:
+            return (f"may contain only '{{}}' (the class name) and literal text, not {', '.join(others)}; "
+                    "write '{{' and '}}' for literal braces")
+        return f"must contain '{{}}' exactly once (the class name), found it {len(fields)} times"
+    return None
+
+
 def _errors(cfg: Config) -> list[str]:
     e: list[str] = []
     v, p, em, lab, f, t = cfg.video, cfg.proposer, cfg.embedder, cfg.labeler, cfg.filters, cfg.tracker
@@ -309,10 +337,12 @@ def _errors(cfg: Config) -> list[str]:
     if not isinstance(lab.templates, list) or not lab.templates:
         e.append("labeler.templates must be a non-empty list of templates containing '{}'")
     else:
-        for tpl in lab.templates:
-            if not isinstance(tpl, str) or tpl.count("{}") != 1:
-                e.append(f"labeler.templates entry {tpl!r} must contain '{{}}' exactly once (the class name)")
-        if len(set(lab.templates)) != len(lab.templates):
+        for i, tpl in enumerate(lab.templates):
+            problem = template_problem(tpl)
+            if problem:
+                e.append(f"labeler.templates[{i}] {tpl!r}: {problem}")
+        texts = [t for t in lab.templates if isinstance(t, str)]
+        if len(set(texts)) != len(texts):
             e.append("labeler.templates has duplicate templates")
     e += _choice("labeler.prompt_pooling", lab.prompt_pooling, ("max", "mean"))
     e += _int("labeler.top_k", lab.top_k, 1, 1000)
@@ -322,7 +352,7 @@ def _errors(cfg: Config) -> list[str]:
     if not isinstance(f.clip_threshold_per_class, dict):
         e.append("filters.clip_threshold_per_class must be a mapping class -> threshold")
     else:
-        vocab = set(lab.vocabulary) if isinstance(lab.vocabulary, list) else set()
+        vocab = {c for c in lab.vocabulary if isinstance(c, str)} if isinstance(lab.vocabulary, list) else set()
         for cls_name, thr in f.clip_threshold_per_class.items():
             if cls_name not in vocab:
                 e.append(f"filters.clip_threshold_per_class names '{cls_name}', which is not in labeler.vocabulary")

@@ -74,21 +74,23 @@ def is_stale_temp(path: str | Path, *, max_age_s: float = DEFAULT_MAX_TEMP_AGE_S
                   now: float | None = None) -> bool:
     """Whether ``path`` is a temporary of ours that no running writer can still own.
 
-    True when the name carries our mark and either its PID is not alive or its
-    modification time is older than ``max_age_s``. Temporaries of the calling process
-    are never stale (its own writers may be running in other threads) unless too old.
+    True when the name carries our mark and either its modification time is older than
+    ``max_age_s`` or its writer is gone (:func:`owner_gone`: the PID is not alive, or is
+    alive but was reused by a process started after the file was last written).
+    Temporaries of the calling process are never stale (its own writers may be running
+    in other threads) unless too old.
     """
     path = Path(path)
     pid = temp_pid(path)
     if pid is None:
         return False
     try:
-        age = (time.time() if now is None else now) - path.lstat().st_mtime
+        mtime = path.lstat().st_mtime
     except FileNotFoundError:
         return False
-    if age > max_age_s:
+    if (time.time() if now is None else now) - mtime > max_age_s:
         return True
-    return pid != os.getpid() and owner_gone(pid, path.lstat().st_mtime)
+    return pid != os.getpid() and owner_gone(pid, mtime)
 
 
 def process_start_time(pid: int) -> float | None:
@@ -188,21 +190,8 @@ def glob_escape(text: str) -> str:
     return glob.escape(text)
 
 
-def fsync_dir(folder: str | Path) -> None:
-    """``fsync`` a folder so a rename inside it is durable (no-op where unsupported)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def fsync_path(path: str | Path) -> None:
+    """``fsync`` a file, or a folder so a rename inside it is durable (no-op where unsupported)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -236,13 +225,13 @@ def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
         if not tmp.exists():
             raise FileNotFoundError(f"the writer made no file at {tmp} for {path}")
         if durable:
-            _fsync_file(tmp)
+            fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if durable:
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
 
 
 @contextlib.contextmanager
@@ -320,6 +309,6 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             os.replace(old, path)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -3,6 +3,8 @@
 All masks in UVIS Studio are stored as compressed COCO RLE dicts
 ``{"size": [H, W], "counts": str}`` (pycocotools, column-major, ``counts`` as an ASCII
 string so it serialises to JSON). Dense masks exist only transiently for one frame.
+These functions trust their input (masks UVIS made); masks read from files are
+validated by :mod:`uvis.formats.rle` first.
 """
 from __future__ import annotations
 
@@ -49,13 +51,16 @@ def to_coco(rle: RLE) -> RLE:
 
 
 def _to_coco(rle: RLE) -> RLE:
+    """Masks made by UVIS (compressed, str or bytes counts) pass unchecked; anything else
+    (uncompressed counts) is validated by :func:`uvis.formats.rle.parse_rle` first."""
     counts = rle["counts"]
-    if isinstance(counts, list):  # uncompressed RLE
-        h, w = rle["size"]
-        return mask_utils.frPyObjects(rle, h, w)
     if isinstance(counts, str):
         return {"size": list(rle["size"]), "counts": counts.encode("ascii")}
-    return rle
+    if isinstance(counts, bytes):
+        return rle
+    from uvis.formats.rle import native, parse_rle
+
+    return native(parse_rle(rle, "mask"))
 
 
 def decode(rle: RLE) -> np.ndarray:

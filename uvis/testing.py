@@ -37,3 +37,17 @@ class ToyTextEncoder:
             out[row, cls] = 1.0
             out[row, n + (len(prompt) % 3)] = 0.1
         return unit(out)
+
+
+def column_runs(mask: np.ndarray) -> list[int]:
+    """Uncompressed COCO RLE counts of a (H, W) mask, by a plain loop (a test reference):
+    column-major run lengths, starting with the zeros."""
+    out, cur, run = [], 0, 0
+    for v in np.asarray(mask).flatten(order="F").astype(int).tolist():
+        if v == cur:
+            run += 1
+        else:
+            out.append(run)
+            cur, run = v, 1
+    out.append(run)
+    return out

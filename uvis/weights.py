@@ -57,6 +57,8 @@ class WeightsEntry:
         license: licence of the weights (SPDX-like id).
         sha256: hex digest when known; otherwise recorded at first download.
         description: one line for ``weights list``.
+        notice: licence terms a user must see when fetching the file (printed on download
+            and by ``weights list``), e.g. a non-commercial licence.
     """
 
     name: str
@@ -66,9 +68,26 @@ class WeightsEntry:
     license: str
     sha256: str | None = None
     description: str = ""
+    notice: str = ""
 
 
 _CUTLER_BASE = "https://dl.fbaipublicfiles.com/cutler/checkpoints/"
+_MINVIS_BASE = "https://huggingface.co/deahuang/MinVIS-Model-Zoo/resolve/main/"
+_MASK2FORMER_BASE = "https://dl.fbaipublicfiles.com/maskformer/mask2former/coco/instance/"
+_MINVIS_NOTICE = (
+    "MinVIS weights are released by NVIDIA under the NVIDIA Source Code License-NC: "
+    "non-commercial (research or evaluation) use only; see https://github.com/NVlabs/MinVIS/blob/main/LICENSE"
+)
+
+
+def _minvis(name: str, dataset: str, classes: int) -> "WeightsEntry":
+    return WeightsEntry(
+        name=name, url=_MINVIS_BASE + name + ".pth", filename=name + ".pth", size=None,
+        license="NVIDIA-Source-Code-License-NC",
+        description=f"MinVIS R50 (frame-level Mask2Former) trained on {dataset}, {classes} classes; MinVIS/detectron2 keys",
+        notice=_MINVIS_NOTICE,
+    )
+
 
 REGISTRY: Mapping[str, WeightsEntry] = MappingProxyType({
     "cutler_cascade_final": WeightsEntry(
@@ -86,6 +105,18 @@ REGISTRY: Mapping[str, WeightsEntry] = MappingProxyType({
         size=None,
         license="CC-BY-NC-4.0",
         description="CutLER Mask R-CNN R50-FPN (one box stage), class-agnostic; detectron2 keys",
+    ),
+    "minvis_ytvis19_R50": _minvis("minvis_ytvis19_R50", "YouTube-VIS 2019", 40),
+    "minvis_ytvis21_R50": _minvis("minvis_ytvis21_R50", "YouTube-VIS 2021", 40),
+    "minvis_ovis_R50": _minvis("minvis_ovis_R50", "OVIS", 25),
+    "mask2former_coco_instance_R50": WeightsEntry(
+        name="mask2former_coco_instance_R50",
+        url=_MASK2FORMER_BASE + "maskformer2_R50_bs16_50ep/model_final_3c8ec9.pkl",
+        filename="maskformer2_R50_bs16_50ep_model_final_3c8ec9.pkl",
+        size=None,
+        license="MIT",
+        description="Mask2Former R50 COCO instance segmentation (80 classes, 50 epochs): MinVIS's initialisation; "
+                    "detectron2 pickle of numpy arrays",
     ),
 })
 """Known weights by name (immutable)."""
@@ -284,6 +315,10 @@ def download(entry: WeightsEntry, *, progress: bool = True) -> Path:
     import requests
 
     _check_reachable(entry)
+    if entry.notice:
+        import sys
+
+        print(f"note: {entry.notice}", file=sys.stderr, flush=True)
     dest = cached_path(entry)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")

@@ -51,6 +51,8 @@ def _list() -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     for entry in weights.REGISTRY.values():
         print(f"{entry.name}: {entry.description} <{entry.url}>")
+        if entry.notice:
+            print(f"  licence: {entry.notice}")
     return 0
 
 

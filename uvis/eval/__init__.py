@@ -2,7 +2,8 @@
 
 * :mod:`uvis.eval.frame_f1`: frame-level per-class F1 (the paper's Table 1).
 * :mod:`uvis.eval.ytvis_ap`: video-level YouTube-VIS AP/AR.
-* :mod:`uvis.eval.ytvis_io`: validated YouTube-VIS JSON reading, ``frames_from_ytvis``.
+* :mod:`uvis.eval.ytvis_io`: YouTube-VIS ground truth and results for evaluation (parsed and validated by
+  :mod:`uvis.formats.ytvis`), ``frames_from_ytvis``.
 * :mod:`uvis.eval.report`: the Table-1 report (Markdown, CSV, bar chart).
 * :mod:`uvis.eval.workspace_eval`: Table 1 from a workspace's cached decisions.
 * :mod:`uvis.eval.cli`: the ``eval`` command.

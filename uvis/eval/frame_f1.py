@@ -30,7 +30,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from uvis.errors import BadInputError
-from uvis.eval._rle import to_coco
+from uvis.formats.rle import coerce_native
 from uvis.masks import RLE
 
 AGNOSTIC_CLASS = 0
@@ -241,7 +241,7 @@ def _unpack(
 ) -> tuple[np.ndarray, list[RLE], np.ndarray, np.ndarray]:
     """Class ids, pycocotools RLEs, scores and crowd flags of one frame's objects."""
     try:
-        rles = [to_coco(o[1]) for o in objs]
+        rles = [coerce_native(o[1]) for o in objs]
         n = len(rles)
         cls = np.full(n, AGNOSTIC_CLASS, np.int64) if class_agnostic else np.array([int(o[0]) for o in objs], np.int64)
         score = np.array([float(o[2]) if len(o) > 2 else 1.0 for o in objs], dtype=np.float64).reshape(n)
@@ -249,7 +249,7 @@ def _unpack(
     except (TypeError, ValueError, IndexError, KeyError):
         for i, o in enumerate(objs):  # find the culprit for the message
             try:
-                int(o[0]), to_coco(o[1]), float(o[2]) if len(o) > 2 else 1.0
+                int(o[0]), coerce_native(o[1]), float(o[2]) if len(o) > 2 else 1.0
             except (TypeError, ValueError, IndexError, KeyError) as exc:
                 raise BadInputError(f"frame {f}, {what} {i}: not a (class_id, rle, score) object: {exc}") from exc
         raise

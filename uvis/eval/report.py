@@ -20,6 +20,7 @@ import numpy as np
 
 from uvis.errors import BadInputError
 from uvis.eval.frame_f1 import F1Result
+from uvis.fsutil import atomic_path, atomic_write_text
 
 MF1 = "mF1"
 
@@ -121,8 +122,8 @@ class Table1:
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
         return path
 
     def save(self, out_dir: str | Path, stem: str = "table1") -> dict[str, Path]:
@@ -133,9 +134,9 @@ class Table1:
             "markdown": out / f"{stem}.md", "csv": out / f"{stem}.csv",
             "json": out / f"{stem}.json", "png": out / f"{stem}.png",
         }
-        paths["markdown"].write_text(self.to_markdown())
-        paths["csv"].write_text(self.to_csv())
-        paths["json"].write_text(json.dumps(self.to_dict(), indent=2))
+        atomic_write_text(paths["markdown"], self.to_markdown())
+        atomic_write_text(paths["csv"], self.to_csv())
+        atomic_write_text(paths["json"], json.dumps(self.to_dict(), indent=2))
         self.plot(paths["png"])
         return paths
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from uvis.config import Config, FilterConfig, display_name
 from uvis.errors import BadInputError
-from uvis.eval._rle import to_coco
+from uvis.masks import to_coco
 from uvis.eval.frame_f1 import F1Result, FrameObject, frame_f1
 from uvis.eval.report import Table1, table1
 from uvis.eval.ytvis_io import YtvisGroundTruth, YtvisVideo, frames_from_ytvis, load_ground_truth

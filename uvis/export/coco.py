@@ -35,8 +35,8 @@ import uvis
 from uvis import masks as mask_ops
 from uvis.decide import VideoResult
 from uvis.export._common import common_vocabulary, export_labels, instance_columns, video_ids
-from uvis.fsutil import atomic_write_json
 from uvis.export.frames import frame_file_name, write_video_frames
+from uvis.formats.coco import write_coco_dataset
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -111,5 +111,5 @@ def export_coco(results: Mapping[str, VideoResult], out_dir: str | Path, *,
     images.mkdir(parents=True, exist_ok=True)
     for name, r in results.items():
         write_video_frames(r.info, images, None if progress is None else (lambda d, t, n=name: progress(n, d, t)))
-    return atomic_write_json(out_dir / "annotations.json", data)
+    return write_coco_dataset(out_dir / "annotations.json", data)
 

@@ -23,11 +23,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from uvis import masks as mask_ops
 from uvis.errors import BadInputError
 from uvis.export._common import COLUMNS, parse_columns, proposal_indices
+from uvis.formats.coco import CocoDataset, parse_coco_annotations, parse_coco_dataset
+from uvis.formats.json_io import read_json
+from uvis.formats.ytvis import parse_ytvis_dataset, parse_ytvis_results, str_rle
 from uvis.fsutil import atomic_write_json
 from uvis.masks import RLE
 from uvis.types import Instances, Reason, VideoInfo
@@ -123,24 +125,23 @@ def _plain_columns(masks: Sequence[RLE], frames: Sequence[int], label: int, scor
     }
 
 
-def _str_rle(rle: RLE) -> RLE:
-    """A pycocotools RLE (bytes counts) as the UVIS form (str counts)."""
-    counts = rle["counts"]
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])],
-            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
-
-
 # ============================================================================ YouTube-VIS
 def _read_json(path: str | Path) -> Any:
-    from uvis.eval.ytvis_io import read_json
-
     return read_json(path)
 
 
 def _parse_ytvis(data: Any, source: str):
-    from uvis.eval.ytvis_io import parse_ground_truth
+    return parse_ytvis_dataset(data, source)
 
-    return parse_ground_truth(data, source=source)
+
+def _extension(ext: dict[str, Any], source: str) -> tuple[list[str], dict[str, Any] | None]:
+    """(prompts, config) of a file's top-level ``uvis`` extension (our exports)."""
+    prompts, config = ext.get("prompts", []), ext.get("config")
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        raise BadInputError(f"{source}: uvis.prompts: must be a list of prompt texts (got {type(prompts).__name__})")
+    if config is not None and not isinstance(config, dict):
+        raise BadInputError(f"{source}: uvis.config: must be an object (the config that made the labels)")
+    return prompts, config
 
 
 def _video_name(v: dict[str, Any], fallback: str) -> str:
@@ -157,6 +158,21 @@ def _foreign_info(name: str, width: int, height: int, length: int, file_names: S
                      frame_names=tuple(PurePosixPath(f.replace("\\", "/")).name for f in file_names))
 
 
+def _ext_info(obj: Any, where: str, whl: tuple[int, int, int], *, at_least: bool = False) -> VideoInfo:
+    """The ``VideoInfo`` of an export's ``uvis`` extension; its width, height and frame
+    count must equal ``whl`` (the file's own entries; with ``at_least``, frames >= the
+    last listed frame + 1)."""
+    try:
+        info = VideoInfo.from_dict(obj)
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise BadInputError(f"{where}: invalid video info ({type(exc).__name__}: {exc})") from exc
+    w, h, n = whl
+    if (info.width, info.height) != (w, h) or (info.num_frames < n if at_least else info.num_frames != n):
+        raise BadInputError(f"{where}: size/length {info.width}x{info.height}x{info.num_frames} disagrees with the "
+                            f"video entries {w}x{h}x{n}")
+    return info
+
+
 def _ytvis_videos(data: dict[str, Any], truth: Any, source: str,
                   frames_dir: Path | None) -> tuple[dict[int, str], dict[str, VideoInfo]]:
     names: dict[int, str] = {}
@@ -169,14 +185,7 @@ def _ytvis_videos(data: dict[str, Any], truth: Any, source: str,
             raise BadInputError(f"{source}: videos[{i}]: a second video named '{name}'")
         ext = v.get("uvis")
         if isinstance(ext, dict) and "info" in ext:
-            try:
-                info = VideoInfo.from_dict(ext["info"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise BadInputError(f"{source}: videos[{i}].uvis.info: invalid video info ({exc})") from exc
-            if (info.width, info.height, info.num_frames) != (meta.width, meta.height, meta.length):
-                raise BadInputError(f"{source}: videos[{i}].uvis.info: size/length "
-                                    f"{info.width}x{info.height}x{info.num_frames} disagrees with the video entry "
-                                    f"{meta.width}x{meta.height}x{meta.length}")
+            info = _ext_info(ext["info"], f"{source}: videos[{i}].uvis.info", (meta.width, meta.height, meta.length))
         else:
             folder = str(frames_dir / PurePosixPath(meta.file_names[0]).parent) if frames_dir and meta.file_names \
                 else ""
@@ -215,7 +224,7 @@ def read_ytvis_instances(json_path: str | Path, frames_dir: str | Path | None = 
     truth = _parse_ytvis(data, source)
     ext = data.get("uvis") if isinstance(data.get("uvis"), dict) else {}
     vocab, cat_index = _vocabulary(truth.categories)
-    prompts = [str(p) for p in ext.get("prompts", [])]
+    prompts, config = _extension(ext, source)
     names, infos = _ytvis_videos(data, truth, source, Path(frames_dir) if frames_dir else None)
     builders = {n: _TableBuilder(i.height, i.width) for n, i in infos.items()}
     for track in truth.annotations:
@@ -223,7 +232,7 @@ def read_ytvis_instances(json_path: str | Path, frames_dir: str | Path | None = 
         where = f"{source}: annotations[{i}]"
         ann = data["annotations"][i]
         frames = [t for t, s in enumerate(track.segmentations) if s is not None]
-        masks = [_str_rle(track.segmentations[t]) for t in frames]
+        masks = [str_rle(track.segmentations[t]) for t in frames]
         a_ext = ann.get("uvis")
         if isinstance(a_ext, dict) and "instances" in a_ext:
             cols = parse_columns(a_ext["instances"], len(frames), f"{where}.uvis.instances")
@@ -238,7 +247,7 @@ def read_ytvis_instances(json_path: str | Path, frames_dir: str | Path | None = 
     out: dict[str, ImportedVideo] = {}
     for name, b in builders.items():
         inst, user, pidx = b.build()
-        out[name] = ImportedVideo(name, infos[name], inst, vocab, prompts, user, pidx, ext.get("config"))
+        out[name] = ImportedVideo(name, infos[name], inst, vocab, prompts, user, pidx, config)
     return out
 
 
@@ -253,17 +262,15 @@ def read_ytvis_predictions(results_path: str | Path, annotations_path: str | Pat
         BadInputError: malformed files, unknown video or category ids, wrong lengths
             or mask sizes, naming the file and the entry.
     """
-    from uvis.eval.ytvis_io import parse_results
-
     data = _read_json(annotations_path)
     truth = _parse_ytvis(data, str(annotations_path))
-    tracks = parse_results(_read_json(results_path), truth, source=str(results_path))
+    tracks = parse_ytvis_results(_read_json(results_path), truth, source=str(results_path))
     vocab, cat_index = _vocabulary(truth.categories)
     names, infos = _ytvis_videos(data, truth, str(annotations_path), None)
     builders = {n: _TableBuilder(i.height, i.width) for n, i in infos.items()}
     for k, tr in enumerate(tracks):
         frames = [t for t, s in enumerate(tr.segmentations) if s is not None]
-        masks = [_str_rle(tr.segmentations[t]) for t in frames]
+        masks = [str_rle(tr.segmentations[t]) for t in frames]
         builders[names[tr.video_id]].add(masks, _plain_columns(masks, frames, cat_index[tr.category_id],
                                                                tr.score, k))
     out = {}
@@ -274,45 +281,9 @@ def read_ytvis_predictions(results_path: str | Path, annotations_path: str | Pat
 
 
 # ============================================================================ COCO
-def _where_int(obj: dict, key: str, where: str) -> int:
-    v = obj.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
-        raise BadInputError(f"{where}: '{key}' must be an integer, got {v!r}")
-    return int(v)
-
-
-def _coco_segmentation(seg: Any, height: int, width: int, where: str) -> RLE:
-    """A COCO segmentation (RLE compressed/uncompressed or polygons) as a str-counts RLE."""
-    try:
-        if isinstance(seg, list):
-            if not seg or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg):
-                raise ValueError("polygons must be lists of >= 3 (x, y) points")
-            rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-        elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
-            size = seg["size"]
-            if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) for s in size)):
-                raise ValueError(f"RLE 'size' must be [H, W] integers, got {size!r}")
-            if list(size) != [height, width]:
-                raise ValueError(f"RLE size {size} does not match the image [height, width] = [{height}, {width}]")
-            counts = seg["counts"]
-            if isinstance(counts, list):
-                if sum(counts) != height * width:
-                    raise ValueError(f"uncompressed RLE counts sum to {sum(counts)}, not {height * width}")
-                rle = mask_utils.frPyObjects({"size": size, "counts": counts}, height, width)
-            elif isinstance(counts, str):
-                rle = {"size": size, "counts": counts.encode("ascii")}
-                mask_utils.area([rle])  # validates the string
-            else:
-                raise ValueError("RLE 'counts' must be a string or a list of integers")
-        else:
-            raise ValueError("must be an RLE object or a list of polygons")
-    except (ValueError, TypeError, UnicodeEncodeError) as exc:
-        raise BadInputError(f"{where}: {exc}") from exc
-    return _str_rle(rle)
-
-
 @dataclass
 class _CocoImages:
+    dataset: CocoDataset
     image: dict[int, tuple[str, int, int, int]]  # image id -> (video, frame, height, width)
     infos: dict[str, VideoInfo]
     vocab: list[str]
@@ -320,100 +291,48 @@ class _CocoImages:
 
 
 def _coco_images(data: Any, source: str) -> _CocoImages:
-    if not isinstance(data, dict):
-        raise BadInputError(f"{source}: a COCO annotation file must be a JSON object")
-    for key in ("images", "categories"):
-        if not isinstance(data.get(key), list):
-            raise BadInputError(f"{source}: missing or invalid top-level list '{key}'")
-    categories: dict[int, str] = {}
-    for i, c in enumerate(data["categories"]):
-        where = f"{source}: categories[{i}]"
-        if not isinstance(c, dict) or "name" not in c:
-            raise BadInputError(f"{where}: must be an object with 'id' and 'name'")
-        cid = _where_int(c, "id", where)
-        if cid in categories:
-            raise BadInputError(f"{where}: duplicate category id {cid}")
-        categories[cid] = str(c["name"])
-    vocab, cat_index = _vocabulary(categories)
-    per_video: dict[str, list[tuple[str, int, int, int, int | None]]] = defaultdict(list)
-    seen: set[int] = set()
-    for i, img in enumerate(data["images"]):
-        where = f"{source}: images[{i}]"
-        if not isinstance(img, dict) or not isinstance(img.get("file_name"), str):
-            raise BadInputError(f"{where}: must be an object with 'id', 'file_name', 'width', 'height'")
-        iid = _where_int(img, "id", where)
-        if iid in seen:
-            raise BadInputError(f"{where}: duplicate image id {iid}")
-        seen.add(iid)
-        h, w = _where_int(img, "height", where), _where_int(img, "width", where)
-        fname = img["file_name"].replace("\\", "/")
-        video = img["video"] if isinstance(img.get("video"), str) else (PurePosixPath(fname).parent.name or "images")
-        frame = img.get("frame_index") if isinstance(img.get("frame_index"), int) else None
-        per_video[video].append((fname, iid, h, w, frame))
-    from uvis.video import natural_key
-
-    ext_videos = (data.get("uvis") or {}).get("videos", {}) if isinstance(data.get("uvis"), dict) else {}
+    ds = parse_coco_dataset(data, source)
+    vocab, cat_index = _vocabulary(ds.categories)
+    ext = data.get("uvis") if isinstance(data.get("uvis"), dict) else {}
+    ext_videos = ext.get("videos", {}) if isinstance(ext.get("videos", {}), dict) else {}
     image: dict[int, tuple[str, int, int, int]] = {}
     infos: dict[str, VideoInfo] = {}
-    for video, items in per_video.items():
-        if any(f is None for *_, f in items):
-            items = sorted(items, key=lambda it: natural_key(it[0]))
-            items = [(fn, iid, h, w, t) for t, (fn, iid, h, w, _) in enumerate(items)]
-        sizes = {(h, w) for _, _, h, w, _ in items}
-        if len(sizes) > 1:
-            raise BadInputError(f"{source}: images of video '{video}' have different sizes {sorted(sizes)}")
-        h, w = sizes.pop()
-        for fn, iid, _, _, t in items:
-            image[iid] = (video, int(t), h, w)
-        if video in ext_videos:
-            try:
-                infos[video] = VideoInfo.from_dict(ext_videos[video])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise BadInputError(f"{source}: uvis.videos.{video}: invalid video info ({exc})") from exc
+    for video in ds.videos():
+        assert video.size is not None  # parse_coco_dataset requires sizes
+        h, w = video.size
+        for iid, t in video.frames.items():
+            image[iid] = (video.name, t, h, w)
+        if video.name in ext_videos:
+            infos[video.name] = _ext_info(ext_videos[video.name], f"{source}: uvis.videos.{video.name}",
+                                          (w, h, max(video.frames.values()) + 1), at_least=True)
         else:
-            n = max(int(t) for *_, t in items) + 1
-            names = sorted(items, key=lambda it: it[4])
-            infos[video] = _foreign_info(video, w, h, n, [fn for fn, *_ in names])
-    return _CocoImages(image, infos, vocab, cat_index)
+            infos[video.name] = _foreign_info(video.name, w, h, max(video.frames.values()) + 1, video.file_names)
+    return _CocoImages(ds, image, infos, vocab, cat_index)
 
 
 def _coco_table(entries: Any, imgs: _CocoImages, source: str, *, predictions: bool,
                 config: dict | None, prompts: list[str]) -> dict[str, ImportedVideo]:
-    if not isinstance(entries, list):
-        raise BadInputError(f"{source}: {'results' if predictions else 'annotations'} must be a JSON list")
+    anns = parse_coco_annotations(entries, imgs.dataset, source, results=predictions)
     per_video: dict[str, tuple[list[RLE], list[dict[str, np.ndarray]]]] = defaultdict(lambda: ([], []))
-    for i, a in enumerate(entries):
-        where = f"{source}: [{i}]" if predictions else f"{source}: annotations[{i}]"
-        if not isinstance(a, dict):
-            raise BadInputError(f"{where}: must be a JSON object")
-        for key in ("image_id", "category_id", "segmentation") + (("score",) if predictions else ()):
-            if key not in a:
-                raise BadInputError(f"{where}: missing key '{key}'")
-        iid = _where_int(a, "image_id", where)
-        if iid not in imgs.image:
-            raise BadInputError(f"{where}: image_id {iid} is not in the annotation file's images")
-        cid = _where_int(a, "category_id", where)
-        if cid not in imgs.cat_index:
-            known = ", ".join(str(c) for c in sorted(imgs.cat_index)[:10])
-            raise BadInputError(f"{where}: unknown category_id {cid} (known ids: {known})")
+    for a in anns:
+        where = f"{source}: [{a.index}]" if predictions else f"{source}: annotations[{a.index}]"
+        iid = a.image_id
         video, t, h, w = imgs.image[iid]
-        rle = _coco_segmentation(a["segmentation"], h, w, f"{where}.segmentation")
-        ext = a.get("uvis")
+        rle = a.segmentation
+        ext = a.raw.get("uvis")
         if not predictions and isinstance(ext, dict):
             cols = parse_columns({k: [v] for k, v in ext.items()}, 1, f"{where}.uvis")
             if int(cols["frame"][0]) != t:
                 raise BadInputError(f"{where}.uvis.frame: {int(cols['frame'][0])} but image {iid} is frame {t}")
         else:
-            score = float(a["score"]) if predictions else 1.0
-            if not np.isfinite(score):
-                raise BadInputError(f"{where}: 'score' must be a finite number")
+            score = a.score if predictions and a.score is not None else 1.0
             box = None
-            bbox = a.get("bbox")
-            if isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox):
-                box = np.array([[bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]]], np.float32)
-            tid = a.get("track_id", -1 if predictions else a.get("id", i))
-            cols = _plain_columns([rle], [t], imgs.cat_index[cid], score, int(tid) if isinstance(tid, int) else -1,
-                                  box)
+            if a.bbox is not None:
+                x, y, bw, bh = a.bbox
+                box = np.array([[x, y, x + bw, y + bh]], np.float32)
+            tid = a.raw.get("track_id", -1 if predictions else a.raw.get("id", a.index))
+            cols = _plain_columns([rle], [t], imgs.cat_index[a.category_id], score,
+                                  int(tid) if isinstance(tid, int) else -1, box)
         masks, parts = per_video[video]
         masks.append(rle)
         parts.append(cols)
@@ -447,8 +366,8 @@ def read_coco_instances(json_path: str | Path) -> dict[str, ImportedVideo]:
     ext = data.get("uvis") if isinstance(data.get("uvis"), dict) else {}
     if "annotations" not in data:
         raise BadInputError(f"{source}: missing top-level list 'annotations'")
-    return _coco_table(data["annotations"], imgs, source, predictions=False, config=ext.get("config"),
-                       prompts=[str(p) for p in ext.get("prompts", [])])
+    prompts, config = _extension(ext, source)
+    return _coco_table(data["annotations"], imgs, source, predictions=False, config=config, prompts=prompts)
 
 
 def read_coco_predictions(results_path: str | Path, annotations_path: str | Path) -> dict[str, ImportedVideo]:
@@ -467,7 +386,7 @@ class YtvisGroundTruthSet:
     Attributes:
         json_path: the annotation file.
         frames_dir: the image root the ``file_names`` are relative to.
-        truth: the parsed annotations (:class:`uvis.eval.ytvis_io.YtvisGroundTruth`).
+        truth: the parsed annotations (:class:`uvis.formats.ytvis.YtvisGroundTruth`).
         data: the JSON content (for writing per-video subsets).
         frame_paths: video id -> its frame files, in ``file_names`` order.
         warnings: tolerated oddities (e.g. a frame folder holding extra images).
@@ -489,8 +408,8 @@ def load_ytvis_ground_truth(json_path: str | Path, frames_dir: str | Path) -> Yt
     """Read and validate a YouTube-VIS annotation file and its frames.
 
     Checks, besides the JSON content (ids, categories, segmentation lengths and sizes,
-    see :mod:`uvis.eval.ytvis_io`): every ``file_names`` entry exists under
-    ``frames_dir`` and its image (header) has the video's width and height, and each
+    see :mod:`uvis.formats.ytvis`): every ``file_names`` entry is a relative path that
+    stays inside ``frames_dir``, exists there and its image (header) has the video's width and height, and each
     video's frames share one folder.
 
     Raises:
@@ -516,6 +435,8 @@ def load_ytvis_ground_truth(json_path: str | Path, frames_dir: str | Path) -> Yt
         paths = []
         for k, fn in enumerate(meta.file_names):
             p = frames_dir / fn.replace("\\", "/")
+            if not _inside(p, frames_dir):  # the parser refuses '..' and absolute names; belt and braces
+                raise BadInputError(f"{where}.file_names[{k}]: {fn!r} points outside the frames folder {frames_dir}")
             if not p.is_file():
                 raise BadInputError(f"{where}.file_names[{k}]: frame {p} not found (under {frames_dir})")
             try:
@@ -535,6 +456,13 @@ def load_ytvis_ground_truth(json_path: str | Path, frames_dir: str | Path) -> Yt
                             f"{len(paths)}; ground-truth frames are matched to processed frames by file name")
         frame_paths[meta.id] = tuple(paths)
     return YtvisGroundTruthSet(json_path, frames_dir, truth, data, frame_paths, tuple(warnings))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies in ``folder`` lexically (symbolic links inside are followed later)."""
+    import os
+
+    return os.path.normpath(path).startswith(os.path.join(os.path.normpath(folder), ""))
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,8 @@ import uvis
 from uvis import masks as mask_ops
 from uvis.decide import VideoResult
 from uvis.export._common import common_vocabulary, export_labels, instance_columns, video_ids
-from uvis.fsutil import atomic_write_json
 from uvis.export.frames import frame_file_name, write_video_frames
+from uvis.formats.ytvis import write_ytvis_dataset, write_ytvis_results
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -169,7 +169,7 @@ def export_ytvis(results: Mapping[str, VideoResult], out_path: str | Path, *,
         for name, r in results.items():
             write_video_frames(r.info, frames_dir,
                                None if progress is None else (lambda d, t, n=name: progress(n, d, t)))
-    return atomic_write_json(out_path, data)
+    return write_ytvis_dataset(out_path, data)
 
 
 def ytvis_results_list(results: Mapping[str, VideoResult]) -> list[dict[str, Any]]:
@@ -202,4 +202,4 @@ def ytvis_results_list(results: Mapping[str, VideoResult]) -> list[dict[str, Any
 
 def export_ytvis_results(results: Mapping[str, VideoResult], out_path: str | Path) -> Path:
     """Write the YouTube-VIS results JSON (one scored entry per kept track) atomically."""
-    return atomic_write_json(out_path, ytvis_results_list(results))
+    return write_ytvis_results(out_path, ytvis_results_list(results))

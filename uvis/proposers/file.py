@@ -39,8 +39,6 @@ place (``entry [i]``, ``images[i]``, frame).
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +46,13 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
-from pycocotools import mask as coco_mask
 
 from uvis import masks as mask_ops
 from uvis import masks as mask_utils
 from uvis.errors import BadInputError
+from uvis.formats.coco import parse_coco_annotations, parse_coco_dataset
+from uvis.formats.json_io import read_json
+from uvis.formats.ytvis import YtvisGroundTruth, YtvisVideo, parse_ytvis_dataset, parse_ytvis_results, str_rle
 from uvis.types import Instances
 
 
@@ -61,19 +61,6 @@ class _Proposal:
     mask: dict[str, Any]  # compressed RLE, str counts, at the file's size
     score: float
     box: np.ndarray | None  # (4,) xyxy at the file's size, or None (use the mask's box)
-
-
-def _load_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise BadInputError(f"{path}: {what} not found")
-    raw = path.read_bytes()
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise BadInputError(f"{path}: {what} is not UTF-8 text JSON ({exc.reason} at byte {exc.start})") from exc
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{path}: {what} is not valid JSON ({exc.msg} at line {exc.lineno}, "
-                            f"column {exc.colno})") from exc
 
 
 def _sanitise(name: str) -> str:
@@ -105,8 +92,8 @@ class FileProposer:
         self.index_path = None if index is None else Path(index).expanduser()
         self.video = video
         self.frame_map = None if frame_map is None else [int(i) for i in frame_map]
-        data = _load_json(self.path, "proposal file")
-        index_data = None if self.index_path is None else _load_json(self.index_path, "index file")
+        data = read_json(self.path, "proposal file")
+        index_data = None if self.index_path is None else read_json(self.index_path, "index file")
         digest = hashlib.sha256(self.path.read_bytes())
         if self.index_path is not None:
             digest.update(self.index_path.read_bytes())
@@ -228,186 +215,64 @@ class FileProposer:
     # YouTube-VIS ------------------------------------------------------------------------------
     def _parse_ytvis(self, entries: Any, catalogue: dict | None, catalogue_path: Path | None,
                      need_score: bool) -> None:
-        if not isinstance(entries, list):
-            raise BadInputError(f"{self.path}: 'annotations' must be a list")
-        videos: dict[Any, dict] = {}
-        candidates: dict[Any, set[str]] = {}
+        """Results (``need_score``, ``catalogue`` the optional index) or a dataset (``catalogue``
+        is the file itself), validated by :mod:`uvis.formats.ytvis`."""
+        videos: dict[int, YtvisVideo] = {}
         if catalogue is not None:
-            vids = catalogue.get("videos")
-            if not isinstance(vids, list):
-                raise BadInputError(f"{catalogue_path}: 'videos' must be a list")
-            for i, v in enumerate(vids):
-                if not isinstance(v, dict) or "id" not in v:
-                    raise self._fail(f"videos[{i}]", "must be an object with an 'id'", catalogue_path)
-                names = {str(v["id"])}
-                if isinstance(v.get("name"), str):
-                    names.add(v["name"])
-                files = v.get("file_names")
-                if isinstance(files, list) and files and isinstance(files[0], str):
-                    folder = Path(files[0]).parent.name
-                    if folder:
-                        names.add(folder)
-                videos[v["id"]] = v
-                candidates[v["id"]] = names
-        else:  # bare results: videos known by id only
-            for i, e in enumerate(entries):
-                if not isinstance(e, dict) or "video_id" not in e:
-                    raise self._fail(f"entry [{i}]", "must be an object with 'video_id'")
-                candidates.setdefault(e["video_id"], {str(e["video_id"])})
+            index_source = str(catalogue_path or self.path)
+            videos = parse_ytvis_dataset(catalogue, index_source, check_categories=False,
+                                         require_annotations=False).videos
+        if need_score:
+            dataset = YtvisGroundTruth(videos, {}, (), str(catalogue_path)) if catalogue is not None else None
+            tracks = parse_ytvis_results(entries, dataset, str(self.path), check_categories=False,
+                                         allow_polygons=True)
+        else:
+            tracks = list(parse_ytvis_dataset(catalogue, str(self.path), check_categories=False).annotations)
+        if catalogue is not None:
+            candidates = {vid: {str(vid), v.name, *([v.declared_name] if v.declared_name else [])}
+                          for vid, v in videos.items()}
+        else:
+            candidates = {tr.video_id: {str(tr.video_id)} for tr in tracks}
         vid = self._match(candidates, catalogue_path)
-        meta = videos.get(vid, {})
-        length = meta.get("length") or (len(meta["file_names"]) if isinstance(meta.get("file_names"), list) else None)
-        size = None
-        if isinstance(meta.get("height"), int) and isinstance(meta.get("width"), int):
-            size = (meta["height"], meta["width"])
-        self._size = size
+        meta = videos.get(vid)
+        self._size = None if meta is None else (meta.height, meta.width)
         max_len = 0
-        for i, e in enumerate(entries):
-            if not isinstance(e, dict) or "video_id" not in e:
-                raise self._fail(f"entry [{i}]", "must be an object with 'video_id'")
-            if e["video_id"] != vid:
+        for tr in tracks:
+            if tr.video_id != vid:
                 continue
-            segs = e.get("segmentations")
-            if not isinstance(segs, list):
-                raise self._fail(f"entry [{i}]", "'segmentations' must be a list (one RLE or null per frame)")
-            if length is not None and len(segs) != length:
-                raise self._fail(f"entry [{i}]", f"has {len(segs)} segmentations but video {vid!r} has {length} frames")
-            max_len = max(max_len, len(segs))
-            score = self._score(e, f"entry [{i}]", need_score)
-            for f, seg in enumerate(segs):
-                if seg is None:
-                    continue
-                rle = self._rle(seg, f"entry [{i}] segmentations[{f}]", size)
-                self._frames[f].append(_Proposal(rle, score, None))
-        self.num_frames = int(length) if length is not None else (max_len or None)
+            where = f"[{tr.index}]" if need_score else f"annotations[{tr.index}]"
+            score = self._score(tr.score, where)
+            max_len = max(max_len, len(tr.segmentations))
+            for f, seg in enumerate(tr.segmentations):
+                if seg is not None:
+                    self._frames[f].append(_Proposal(str_rle(seg), score, None))
+        self.num_frames = meta.length if meta is not None else (max_len or None)
 
     # COCO -------------------------------------------------------------------------------------
     def _parse_coco(self, entries: Any, catalogue: dict, catalogue_path: Path | None, need_score: bool) -> None:
-        if not isinstance(entries, list):
-            raise BadInputError(f"{self.path}: 'annotations' must be a list")
-        images = catalogue.get("images")
-        if not isinstance(images, list):
-            raise BadInputError(f"{catalogue_path}: 'images' must be a list")
-        video_names: dict[Any, str] = {}
-        for v in catalogue.get("videos") or []:
-            if isinstance(v, dict) and "id" in v and isinstance(v.get("name"), str):
-                video_names[v["id"]] = v["name"]
-        groups: dict[Any, list[tuple[int, dict]]] = defaultdict(list)
-        candidates: dict[Any, set[str]] = defaultdict(set)
-        for i, im in enumerate(images):
-            if not isinstance(im, dict) or "id" not in im:
-                raise self._fail(f"images[{i}]", "must be an object with an 'id'", catalogue_path)
-            fname = im.get("file_name")
-            folder = Path(fname).parent.as_posix() if isinstance(fname, str) else ""
-            folder = "" if folder == "." else folder
-            if "video_id" in im:
-                key: Any = ("id", im["video_id"])
-                candidates[key].add(str(im["video_id"]))
-                if im["video_id"] in video_names:
-                    candidates[key].add(video_names[im["video_id"]])
-            elif folder:
-                key = ("folder", folder)
-            else:
-                raise self._fail(f"images[{i}]", "needs 'video_id' or a 'file_name' inside a video folder "
-                                                 "(<video>/<frame>.jpg) to know its video", catalogue_path)
-            if folder:
-                candidates[key].update({folder, Path(folder).name})
-            groups[key].append((i, im))
-        key = self._match(dict(candidates), catalogue_path)
-        frame_of: dict[Any, int] = {}
-        sizes: dict[Any, tuple[int, int] | None] = {}
-        members = groups[key]
-        if all("frame_index" in im for _, im in members):
-            for i, im in members:
-                fi = im["frame_index"]
-                if not isinstance(fi, int) or fi < 0:
-                    raise self._fail(f"images[{i}]", f"'frame_index' must be an integer >= 0, got {fi!r}",
-                                     catalogue_path)
-                frame_of[im["id"]] = fi
-        else:
-            from uvis.video import natural_key
-
-            for i, im in members:
-                if not isinstance(im.get("file_name"), str):
-                    raise self._fail(f"images[{i}]", "needs 'frame_index' or a 'file_name' to order frames",
-                                     catalogue_path)
-            ordered = sorted(members, key=lambda m: natural_key(Path(m[1]["file_name"]).name))
-            frame_of = {im["id"]: f for f, (_, im) in enumerate(ordered)}
-        seen: dict[int, int] = {}
-        for i, im in members:
-            fi = frame_of[im["id"]]
-            if fi in seen:
-                raise self._fail(f"images[{i}]", f"frame {fi} of the video is also images[{seen[fi]}]",
-                                 catalogue_path)
-            seen[fi] = i
-            h, w = im.get("height"), im.get("width")
-            sizes[im["id"]] = (h, w) if isinstance(h, int) and isinstance(w, int) else None
-        all_images = {im.get("id") for im in images if isinstance(im, dict)}
-        for i, e in enumerate(entries):
-            if not isinstance(e, dict) or "image_id" not in e:
-                raise self._fail(f"entry [{i}]", "must be an object with 'image_id'")
-            img = e["image_id"]
-            if img not in frame_of:
-                if img not in all_images:
-                    raise self._fail(f"entry [{i}]", f"image_id {img!r} is not in the images list")
+        """COCO results (``need_score``) or instances, validated by :mod:`uvis.formats.coco`."""
+        dataset = parse_coco_dataset(catalogue, str(catalogue_path or self.path), check_categories=False,
+                                     require_sizes=False)
+        anns = parse_coco_annotations(entries, dataset, str(self.path), results=need_score, check_categories=False)
+        groups = {v.key: v for v in dataset.videos()}
+        key = self._match({k: set(v.aliases) for k, v in groups.items()}, catalogue_path)
+        video = groups[key]
+        for a in anns:
+            t = video.frames.get(a.image_id)
+            if t is None:
                 continue
-            if "segmentation" not in e:
-                raise self._fail(f"entry [{i}]", "has no 'segmentation'")
-            score = self._score(e, f"entry [{i}]", need_score)
-            rle = self._rle(e["segmentation"], f"entry [{i}] segmentation", sizes[img])
+            score = self._score(1.0 if a.score is None else a.score,
+                                f"[{a.index}]" if need_score else f"annotations[{a.index}]")
             box = None
-            if e.get("bbox") is not None:
-                bb = e["bbox"]
-                if (not isinstance(bb, list) or len(bb) != 4
-                        or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bb)):
-                    raise self._fail(f"entry [{i}]", f"'bbox' must be [x, y, w, h] numbers, got {bb!r}")
-                x, y, bw, bh = (float(v) for v in bb)
-                if bw < 0 or bh < 0:
-                    raise self._fail(f"entry [{i}]", f"'bbox' has a negative width or height: {bb!r}")
+            if a.bbox is not None:
+                x, y, bw, bh = a.bbox
                 box = np.array([x, y, x + bw, y + bh], np.float32)
-            self._frames[frame_of[img]].append(_Proposal(rle, score, box))
-        self.num_frames = max(frame_of.values()) + 1 if frame_of else None
+            self._frames[t].append(_Proposal(a.segmentation, score, box))
+        self.num_frames = max(video.frames.values()) + 1 if video.frames else None
 
     # values ------------------------------------------------------------------------------------
-    def _score(self, e: dict, where: str, required: bool) -> float:
-        if "score" not in e:
-            if required:
-                raise self._fail(where, "has no 'score'")
-            return 1.0
-        s = e["score"]
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0 <= s <= 1:
-            raise self._fail(where, f"'score' must be a number in [0, 1], got {s!r}")
+    def _score(self, s: float, where: str) -> float:
+        """A score used as objectness: must lie in [0, 1]."""
+        if not 0 <= s <= 1:
+            raise self._fail(where, f"'score' must be a number in [0, 1] (it is used as objectness), got {s!r}")
         return float(s)
-
-    def _rle(self, seg: Any, where: str, size: tuple[int, int] | None) -> dict[str, Any]:
-        """Validate one segmentation (RLE or polygons) -> compressed RLE with str counts."""
-        if isinstance(seg, dict):
-            sz, counts = seg.get("size"), seg.get("counts")
-            if (not isinstance(sz, list) or len(sz) != 2 or not all(isinstance(v, int) and v > 0 for v in sz)):
-                raise self._fail(where, f"RLE 'size' must be [height, width] positive integers, got {sz!r}")
-            h, w = sz
-            if size is not None and (h, w) != tuple(size):
-                raise self._fail(where, f"mask size {w}x{h} differs from the frame size {size[1]}x{size[0]} "
-                                        "declared for this video")
-            if isinstance(counts, list):
-                if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != h * w:
-                    raise self._fail(where, f"uncompressed RLE 'counts' must be non-negative integers summing to "
-                                            f"{h}*{w}")
-                rle = coco_mask.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-                return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
-            if isinstance(counts, str) and counts.isascii():
-                if mask_utils.area([{"size": [h, w], "counts": counts}])[0] > h * w:
-                    raise self._fail(where, "compressed RLE 'counts' covers more pixels than the mask size")
-                return {"size": [h, w], "counts": counts}
-            raise self._fail(where, "RLE 'counts' must be a string (compressed) or a list of integers")
-        if isinstance(seg, list):
-            if size is None:
-                raise self._fail(where, "a polygon segmentation needs the frame size (height/width of the "
-                                        "image or video in the JSON)")
-            if not seg or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
-                                  and all(isinstance(v, (int, float)) for v in p) for p in seg):
-                raise self._fail(where, "polygons must be lists of at least 3 x,y pairs")
-            h, w = size
-            rle = coco_mask.merge(coco_mask.frPyObjects(seg, h, w))
-            return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
-        raise self._fail(where, f"segmentation must be an RLE object or a polygon list, got {type(seg).__name__}")

@@ -21,10 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 
 from uvis.errors import BadInputError
+from uvis.proposers.cutler.checkpoint import as_tensor
 from uvis.proposers.cutler.checkpoint import load_checkpoint_file as _load_file
 from uvis.proposers.cutler.checkpoint import unwrap_checkpoint as _unwrap
 from uvis.vis.config import MinVISConfig
@@ -43,24 +43,67 @@ def unwrap_checkpoint(obj: Any) -> dict[str, Any]:
     return _unwrap(obj, "MinVIS/Mask2Former")
 
 
+_PICKLE_GLOBALS = frozenset({
+    ("collections", "OrderedDict"), ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+})
+"""What a detectron2 ``.pkl`` checkpoint (a pickled dict of numpy arrays) may reference."""
+
+
+def _load_pickle(path: Path) -> Any:
+    """Unpickle a detectron2 model-zoo ``.pkl`` allowing only numpy arrays and plain containers."""
+    import pickle
+
+    class _Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) not in _PICKLE_GLOBALS:
+                raise pickle.UnpicklingError(f"{path}: refusing to load {module}.{name} (only numpy arrays allowed)")
+            return super().find_class(module, name)
+
+    with open(path, "rb") as fh:
+        return _Restricted(fh, encoding="latin1").load()
+
+
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` of a ``.pth``; returns the state dict."""
-    return _load_file(path, "MinVIS/Mask2Former")
+    """The state dict of a checkpoint file: ``torch.load(path, weights_only=True)`` for ``.pth``,
+    a restricted unpickler (numpy arrays only) for detectron2 model-zoo ``.pkl`` files."""
+    path = Path(path)
+    if path.suffix != ".pkl":
+        return _load_file(path, "MinVIS/Mask2Former")
+    if not path.is_file():
+        raise BadInputError(f"MinVIS/Mask2Former weights file not found: {path}")
+    try:
+        obj = _load_pickle(path)
+    except Exception as exc:  # unpickling errors come in many types
+        raise CheckpointError(f"cannot read {path} as a detectron2 .pkl checkpoint: {exc}") from exc
+    return unwrap_checkpoint(obj)
 
 
-def _tensor(value: Any, key: str) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    raise CheckpointError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
+def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu",
+               cfg: MinVISConfig | None = None, offline: bool | None = None, progress: bool = True):
+    """Resolve weights (a registry name such as ``minvis_ytvis19_R50`` or a local file; see
+    :mod:`uvis.weights`), read them and build the model with :func:`uvis.vis.model.load_minvis`.
+
+    Raises:
+        MissingWeightsError: unknown name, or not cached and offline / no network.
+        CheckpointError: unreadable file or keys/shapes that do not fit.
+    """
+    from uvis import weights
+    from uvis.vis.model import load_minvis
+
+    path = weights.resolve(name_or_path, offline=offline, progress=progress)
+    try:
+        return load_minvis(load_checkpoint_file(path), cfg=cfg, device=device)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
 
 
 def _shape(sd: Mapping[str, Any], key: str) -> tuple[int, ...]:
     if key not in sd:
         raise CheckpointError(f"the state dict has no {key!r}; is it a MinVIS / Mask2Former checkpoint? "
                               f"(first keys: {', '.join(list(sd)[:5])})")
-    return tuple(_tensor(sd[key], key).shape)
+    return tuple(as_tensor(sd[key], key).shape)
 
 
 def _count(sd: Mapping[str, Any], prefix: str) -> int:
@@ -118,7 +161,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], expected: Mapping[str, tor
         if target not in expected:
             unused.append(key)
             continue
-        tensor = _tensor(value, key)
+        tensor = as_tensor(value, key)
         if tuple(tensor.shape) != tuple(expected[target]):
             misshaped.append(f"{key}: checkpoint {tuple(tensor.shape)} vs network {tuple(expected[target])}")
             continue
@@ -145,7 +188,7 @@ def cutler_backbone_state_dict(cutler: Mapping[str, Any]) -> dict[str, torch.Ten
     """
     sd = unwrap_checkpoint(cutler)
     prefix = "backbone.bottom_up."
-    out = {"backbone." + k[len(prefix):]: _tensor(v, k) for k, v in sd.items()
+    out = {"backbone." + k[len(prefix):]: as_tensor(v, k) for k, v in sd.items()
            if k.startswith(prefix) and not k.endswith("num_batches_tracked")}
     if not out:
         raise CheckpointError("the CutLER checkpoint has no backbone.bottom_up.* keys "
@@ -158,3 +201,13 @@ def load_backbone(model: torch.nn.Module, backbone_sd: Mapping[str, torch.Tensor
     expected = {"backbone." + k: v.shape for k, v in model.backbone.state_dict().items()}
     converted = convert_state_dict(backbone_sd, expected)
     model.backbone.load_state_dict({k[len("backbone."):]: v for k, v in converted.items()}, strict=True)
+
+
+def load_cutler_backbone(model: torch.nn.Module, name_or_path: str | Path = "cutler_cascade_final", *,
+                         offline: bool | None = None) -> None:
+    """Put the ResNet-50 of a CutLER checkpoint (registry name or file) into ``model.backbone``
+    (the ``backbone="cutler"`` setup: the paper's unsupervised backbone, kept frozen)."""
+    from uvis import weights
+
+    path = weights.resolve(name_or_path, offline=offline)
+    load_backbone(model, cutler_backbone_state_dict(_load_file(path, "CutLER")))

@@ -67,7 +67,7 @@ def preprocess_frames(frames: Sequence[np.ndarray], mean: torch.Tensor, std: tor
     wp = -(-max(w for _, w in sizes) // divisibility) * divisibility
     batch = torch.zeros((len(frames), 3, hp, wp), dtype=torch.float32, device=mean.device)
     for i, f in enumerate(frames):
-        x = torch.from_numpy(np.ascontiguousarray(f)).to(mean.device).permute(2, 0, 1).float()
+        x = torch.from_numpy(np.require(f, requirements=["C", "W"])).to(mean.device).permute(2, 0, 1).float()
         batch[i, :, : sizes[i][0], : sizes[i][1]] = (x - mean) / std
     return batch, sizes
 

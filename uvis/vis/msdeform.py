@@ -11,9 +11,18 @@ per head, Lq queries, P points):
 - result: (N, Lq, M * D).
 
 Bilinear sampling follows ``grid_sample(..., align_corners=False, padding_mode="zeros")``:
-pixel (i, j) of a level has its centre at ((j + 0.5) / W, (i + 0.5) / H). One
-``grid_sample`` per level serves all queries, heads and points at once (the level loop is
-the only Python loop), and it is differentiable in value, locations and weights.
+pixel (i, j) of a level has its centre at ((j + 0.5) / W, (i + 0.5) / H).
+
+Two implementations with the same result (both differentiable in value, locations and weights):
+
+- :func:`ms_deform_attn` (default): every level is zero-padded by one pixel and all levels'
+  rows sit in one (N * S' * M, D) table; the four bilinear corners of every point of every level
+  become row indices and weights (bilinear weight x attention weight), and a single
+  ``F.embedding_bag(mode="sum", per_sample_weights=...)`` gathers and sums them straight into
+  the (N * Lq * M, D) output. No per-level work, no (.., Lq, L, P) intermediate of sampled
+  values; fast on CPU and CUDA.
+- :func:`ms_deform_attn_grid_sample`: the reference formulation, one ``F.grid_sample`` per level
+  then a weighted sum over the points (kept for comparison and as a cross-check).
 """
 from __future__ import annotations
 
@@ -25,33 +34,85 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def ms_deform_attn(
-    value: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]], sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
-) -> torch.Tensor:
-    """Weighted sum of bilinear samples of ``value``; see the module docstring for shapes."""
-    n, s, m, d = value.shape
-    _, lq, _, levels, points, _ = sampling_locations.shape
+def _check(value: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]], sampling_locations: torch.Tensor) -> None:
+    s, levels = value.shape[1], sampling_locations.shape[3]
     if levels != len(spatial_shapes):
         raise ValueError(f"sampling_locations has {levels} levels but spatial_shapes has {len(spatial_shapes)}")
     if sum(h * w for h, w in spatial_shapes) != s:
         raise ValueError(f"value has {s} positions but spatial_shapes {list(spatial_shapes)} cover "
                          f"{sum(h * w for h, w in spatial_shapes)}")
+
+
+def ms_deform_attn(
+    value: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]], sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Weighted sum of bilinear samples of ``value`` by one ``embedding_bag`` (module docstring)."""
+    _check(value, spatial_shapes, sampling_locations)
+    n, s, m, d = value.shape
+    _, lq, _, levels, points, _ = sampling_locations.shape
+    dev = value.device
+    # one zero table: every level zero-padded (1 pixel before, 2 after), so corners outside a map
+    # read zeros and no validity masks are needed
+    starts, start = [], 0
+    for h, w in spatial_shapes:
+        starts.append(start)
+        start += (h + 3) * (w + 3)
+    table = value.new_zeros((n, start, m, d))
+    offset = 0
+    for (h, w), s0 in zip(spatial_shapes, starts):
+        block = table[:, s0:s0 + (h + 3) * (w + 3)].view(n, h + 3, w + 3, m, d)
+        block[:, 1:h + 1, 1:w + 1] = value[:, offset:offset + h * w].view(n, h, w, m, d)
+        offset += h * w
+    size = torch.tensor(spatial_shapes, dtype=sampling_locations.dtype, device=dev)  # (L, 2) = (H, W)
+    hgt, wid = size[:, 0:1], size[:, 1:2]  # (L, 1), broadcast over (N, Lq, M, L, P)
+    # pixel coordinates in the padded map, clamped to [0, size + 1]: beyond that all corners are zeros
+    x = torch.minimum((sampling_locations[..., 0] * wid + 0.5).clamp_(min=0.0), wid + 1.0)
+    y = torch.minimum((sampling_locations[..., 1] * hgt + 0.5).clamp_(min=0.0), hgt + 1.0)
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    itype = torch.int32 if n * start * m < 2**31 else torch.int64
+    row_len = (wid + 3.0).to(itype)  # (L, 1) padded width
+    first = (torch.arange(n, device=dev, dtype=itype).view(n, 1, 1, 1, 1) * start
+             + torch.tensor(starts, device=dev, dtype=itype).view(-1, 1)) * m \
+        + torch.arange(m, device=dev, dtype=itype).view(1, 1, m, 1, 1)
+    i00 = first + (y0.to(itype) * row_len + x0.to(itype)) * m  # (N, Lq, M, L, P) row of the top-left corner
+    one = torch.tensor([0, 1], device=dev, dtype=itype)
+    corners = ((one.view(2, 1) * row_len.view(-1, 1, 1) + one.view(1, 2)) * m).view(-1, 1, 4)  # (L, 1, 4)
+    idx = i00.unsqueeze(-1) + corners
+    wy1 = attention_weights * fy
+    wy = torch.stack((attention_weights - wy1, wy1), -1)
+    wx = torch.stack((1.0 - fx, fx), -1)
+    wts = wy.unsqueeze(-1) * wx.unsqueeze(-2)  # (N, Lq, M, L, P, 2, 2): (top, bottom) x (left, right)
+    k = levels * points * 4
+    out = F.embedding_bag(idx.reshape(n * lq * m, k), table.view(n * start * m, d),
+                          per_sample_weights=wts.reshape(n * lq * m, k), mode="sum")
+    return out.view(n, lq, m * d)
+
+
+def ms_deform_attn_grid_sample(
+    value: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]], sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Weighted sum of bilinear samples of ``value``, one ``grid_sample`` per level."""
+    _check(value, spatial_shapes, sampling_locations)
+    n, s, m, d = value.shape
+    _, lq, _, levels, points, _ = sampling_locations.shape
     # (N, S, M, D) -> (N * M, D, S): one copy; each level is then a strided view (N*M, D, H, W)
     value_t = value.permute(0, 2, 3, 1).reshape(n * m, d, s)
-    # (N, Lq, M, L, P, 2) -> (L, N * M, Lq, P, 2) in grid_sample's [-1, 1] coordinates
-    grids = (2.0 * sampling_locations - 1.0).permute(3, 0, 2, 1, 4, 5).reshape(levels, n * m, lq, points, 2)
-    weights = attention_weights.permute(3, 0, 2, 1, 4).reshape(levels, n * m, 1, lq, points)
+    # (N, Lq, M, L, P, 2) -> (L, N * M, P, Lq, 2) in grid_sample's [-1, 1] coordinates
+    grids = (2.0 * sampling_locations - 1.0).permute(3, 0, 2, 4, 1, 5).reshape(levels, n * m, points, lq, 2)
+    weights = attention_weights.permute(3, 0, 2, 4, 1).reshape(levels, n * m, 1, points, lq)
     out: torch.Tensor | None = None
     start = 0
     for level, (h, w) in enumerate(spatial_shapes):
         v = value_t[:, :, start:start + h * w].reshape(n * m, d, h, w)
         start += h * w
         sampled = F.grid_sample(v, grids[level], mode="bilinear", padding_mode="zeros", align_corners=False)
-        term = (sampled * weights[level]).sum(-1)  # (N*M, D, Lq)
+        term = (sampled * weights[level]).sum(2)  # (N*M, D, P, Lq) -> (N*M, D, Lq)
         out = term if out is None else out + term
     assert out is not None
-    return out.view(n, m * d, lq).transpose(1, 2)
+    return out.reshape(n, m * d, lq).transpose(1, 2)
 
 
 def reference_points(spatial_shapes: Sequence[tuple[int, int]], device: torch.device | str | None = None,

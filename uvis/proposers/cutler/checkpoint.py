@@ -133,7 +133,8 @@ def num_stages_of(state_dict: Mapping[str, Any]) -> int:
     )
 
 
-def _as_tensor(value: Any, key: str) -> torch.Tensor:
+def as_tensor(value: Any, key: str) -> torch.Tensor:
+    """A checkpoint entry as a tensor (numpy arrays of detectron2 ``.pkl`` files converted)."""
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, np.ndarray):
@@ -167,7 +168,7 @@ def convert_detectron2_state_dict(
         if target is None or target not in expected:
             unused.append(key)
             continue
-        tensor = _as_tensor(value, key)
+        tensor = as_tensor(value, key)
         if tuple(tensor.shape) != tuple(expected[target]):
             misshaped.append(f"{key}: checkpoint {tuple(tensor.shape)} vs network {tuple(expected[target])} ({target})")
             misshaped_targets.add(target)
@@ -224,7 +225,7 @@ def load_cutler(
     cfg = (config or CutlerConfig()).with_stages(num_stages_of(sd))
     for name in ("pixel_mean", "pixel_std"):
         if name in sd:
-            values = tuple(float(v) for v in _as_tensor(sd[name], name).reshape(-1).tolist())
+            values = tuple(float(v) for v in as_tensor(sd[name], name).reshape(-1).tolist())
             if len(values) != 3:
                 raise CheckpointError(f"checkpoint {name} has {len(values)} values, expected 3")
             cfg = replace(cfg, **{name: values})
