@@ -238,7 +238,7 @@ def test_kill_fiftyone_export(tmp_path, export_ws, pool, tally):
             assert len(ds) == 1 and ds.count("frames.pseudo_labels.detections") == reference
             assert pool.run(run_cli, (argv,), kill_after=None) == 0
             assert load_exported(name).count("frames.pseudo_labels.detections") == reference
-            assert [n for n in fo.list_datasets() if TMP_MARK in n or OLD_MARK in n] == []
+            assert [n for n in fo.list_datasets() if n.startswith(name) and (TMP_MARK in n or OLD_MARK in n)] == []
             assert _temporaries(media) == []
             passed += 1
     finally:
