@@ -17,7 +17,7 @@ from uvis.errors import BadInputError, MissingDependencyError, UvisError
 # sub-commands each adds (shown, with the install command, when a package it needs is missing).
 _PLUGIN_MODULES: dict[str, tuple[str, ...]] = {
     "uvis.weights_cli": ("weights",), "uvis.eval.cli": ("eval",), "uvis.export.cli": ("export", "import"),
-    "uvis.vis.cli": ("predict",),
+    "uvis.vis.cli": ("predict",), "uvis.vis.train_cli": ("train", "rounds"),
 }
 # Import names whose pip package is named otherwise.
 _PIP_NAMES = {"cv2": "opencv-python-headless", "yaml": "PyYAML", "PIL": "Pillow", "bson": "pymongo"}

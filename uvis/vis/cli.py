@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``predict`` on the sub-parsers of ``python -m uvis``."""
     p = sub.add_parser("predict", help="run a MinVIS video instance segmentation model on videos",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", help="video files (mp4/avi/webm/mkv) or frame folders")
+    p.add_argument("inputs", nargs="*", help="video files (mp4/avi/webm/mkv) or frame folders")
     p.add_argument("--model", required=True,
                    help="weights: registry name (minvis_ytvis19_R50, ...; `weights list`) or a local .pth/.pkl")
     p.add_argument("--out", type=Path, default=Path("results.json"), help="results JSON (default results.json)")
@@ -49,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--embedder", choices=["clip", "efficientnet"], help="embedder for the workspace import")
     p.add_argument("--config", help="config file for the workspace import (default: the workspace's latest)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--round", type=int, help="self-training (uvis.vis.rounds): predict the workspace's videos of the "
+                                             "previous round with --model (a training run folder or weights) and "
+                                             "import them as this round's proposals; no video paths")
     p.set_defaults(func=run)
     return p
 
@@ -136,6 +139,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise BadInputError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.round is not None:
+        from uvis.vis.rounds import make_round
+
+        return make_round(args)
+    if not args.inputs:
+        raise BadInputError("give the videos to predict (or --workspace W --round K)")
     out: Path = args.out
     for target in (out, index_path(out)):
         if target.exists() and not args.overwrite:
@@ -175,10 +184,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def import_predictions(args: argparse.Namespace, out: Path, infos: list[tuple[Path, Any]], vcfg: Any) -> None:
-    """Label every video again into the workspace as ``<name>-vis`` with the ``file`` proposer
-    serving the predictions (class-agnostic, objectness = the prediction's score), then decide
-    with the workspace's config (its vocabulary, embedder, filters and tracker)."""
+def import_predictions(args: argparse.Namespace, out: Path, infos: list[tuple[Path, Any]], vcfg: Any,
+                       suffix: str = IMPORT_SUFFIX) -> list[str]:
+    """Label every video again into the workspace as ``<name><suffix>`` (``-vis``; ``-r<k>`` for a
+    self-training round) with the ``file`` proposer serving the predictions (class-agnostic,
+    objectness = the prediction's score), then decide with the workspace's config (its
+    vocabulary, embedder, filters and tracker). Returns the workspace video names."""
     from uvis.config import Config
     from uvis.pipeline import Runner, open_project
     from uvis.proposers.file import FileProposer
@@ -197,12 +208,12 @@ def import_predictions(args: argparse.Namespace, out: Path, infos: list[tuple[Pa
         cfg = Config.from_dict(data)
 
         def factory(video: str, info: Any) -> FileProposer:
-            return FileProposer(out, video[: -len(IMPORT_SUFFIX)], index=index_path(out))
+            return FileProposer(out, video[: -len(suffix)], index=index_path(out))
 
         runner = Runner(ws, cfg, proposer_factory=factory)
         names = []
         for path, info in infos:
-            cache = runner.label_video(path, name=info.name + IMPORT_SUFFIX)
+            cache = runner.label_video(path, name=info.name + suffix)
             names.append(cache.info.name)
         results = open_project(ws).decide(cfg)
         print(format_counts({n: results[n] for n in names if n in results}))
@@ -212,3 +223,4 @@ def import_predictions(args: argparse.Namespace, out: Path, infos: list[tuple[Pa
                   f"{len(r.tracks)} tracks")
     finally:
         ws.close()
+    return names
