@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from uvis.cache import VideoCache
 from uvis.pipeline import open_project
 from uvis.config import Config
 from uvis.workspace import Workspace
@@ -90,17 +91,21 @@ def test_killed_run_resumes_without_recomputing(tmp_path, example_video):
     proc.wait()
     done = _frame_files(ws)
     assert 8 <= len(done) < 40
-    stamps = {p.name: p.stat().st_mtime_ns for p in done}
+    finished = {}
     for p in done:  # nothing corrupt: every finished frame file loads
         with np.load(p) as d:
             assert d["boxes"].shape[1] == 4
+            finished[int(p.stem)] = d["boxes"].copy()
     out = _uvis("label", str(example_video), "-w", str(ws), "--max-frames", "40", "--quiet", *TINY)
     assert out.returncode == 0, out.stderr
     assert f"resuming at frame {len(done)} of 40" in out.stderr
-    after = _frame_files(ws)
-    assert len(after) == 40
-    assert all(p.stat().st_mtime_ns == stamps[p.name] for p in after if p.name in stamps)
-    assert not list(ws.glob("videos/*/*/frames/.*"))  # no temporary leftovers
+    # complete: consolidated into one column set holding all 40 frames, the finished ones as they were
+    assert _frame_files(ws) == [] and len(list(ws.glob("videos/*/*/columns-000040"))) == 1
+    cache = VideoCache.load(next(ws.glob("videos/*/*/columns-000040")).parent)
+    assert cache.num_cached == 40 and cache.complete
+    for t, boxes in finished.items():
+        assert np.array_equal(cache.instances.boxes[cache.frame_slices[t]], boxes)
+    assert not list(ws.glob("videos/*/*/frames/.*")) and not list(ws.glob("videos/*/*/.*"))  # no temporaries
 
 
 @pytest.mark.parametrize("args, message", [

@@ -69,7 +69,8 @@ def uvis(*args: str, timeout: float = 300, cwd: Path | None = None) -> subproces
 
 
 def _mtimes(cache_dir: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in sorted((cache_dir / "frames").glob("*.npz"))}
+    files = [*(cache_dir / "frames").glob("*.npz"), *cache_dir.glob("columns-*/*")]  # per-frame or consolidated
+    return {f"{p.parent.name}/{p.name}": p.stat().st_mtime_ns for p in sorted(files)}
 
 
 # ============================================================================ video identity (13.1)

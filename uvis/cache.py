@@ -17,7 +17,9 @@ differ, so ``meta.json`` never claims settings the frames were not made with.
 
 Every file is written atomically (temporary file, then ``os.replace``), so a killed job
 leaves only complete frames; the next run resumes at the first missing frame. The cache
-never imports torch: decisions read it with numpy alone.
+never imports torch: decisions read it with numpy alone. A complete cache is consolidated
+into memory-mapped columns (:mod:`uvis.columns`, ``columns-<T>/``) that replace the
+per-frame files they cover; :meth:`VideoCache.load` reads either.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from uvis.columns import latest_columns
 from uvis.errors import BadInputError
 from uvis.fsutil import atomic_path, atomic_write_text, clean_stale_temps
 from uvis.tracker import MaskIoUMemo
@@ -106,14 +109,22 @@ def _resume_problems(stored: CacheMeta, new: CacheMeta) -> list[str]:
 class CacheWriter:
     """Writes one video's cache frame by frame; resumable.
 
+    ``prepare=True`` (the owner of the cache: the process that starts a run) checks the
+    folder, removes temporaries left by killed writers and writes ``meta.json``;
+    ``prepare=False`` attaches to a cache prepared so, to write frames only (the Ray
+    engine's workers, which may run beside other writers of the same video).
+
     Raises:
         BadInputError: ``directory`` holds a cache made with other settings, frame size or
             source frames (see :func:`_resume_problems`); nothing is written then.
     """
 
-    def __init__(self, directory: Path, meta: CacheMeta) -> None:
+    def __init__(self, directory: Path, meta: CacheMeta, *, prepare: bool = True) -> None:
         self.directory = Path(directory)
         self.frames_dir = self.directory / "frames"
+        self.meta = meta
+        if not prepare:
+            return
         meta_path = self.directory / "meta.json"
         if meta_path.is_file():
             try:
@@ -127,22 +138,40 @@ class CacheWriter:
                                     f"({'; '.join(problems)}); refusing to add frames to it. Move the folder "
                                     "away to label the video again")
         self.frames_dir.mkdir(parents=True, exist_ok=True)
-        self.meta = meta
         for stale in self.frames_dir.glob(".*.tmp.npz"):  # left by a killed run of an older version
             stale.unlink(missing_ok=True)
         clean_stale_temps(self.frames_dir)  # left by a killed run
         clean_stale_temps(self.directory)
         atomic_write_text(self.directory / "meta.json", json.dumps(meta.to_dict(), indent=1))
 
+    def remove_temporaries(self) -> None:
+        """Delete every half-written frame file (of any writer): call only when none runs."""
+        clean_stale_temps(self.frames_dir, max_age_s=0.0)
+
     def frame_path(self, t: int) -> Path:
         return self.frames_dir / f"{t:06d}.npz"
 
     def first_missing(self) -> int:
         """Index of the first processed frame with no cache file (== num_frames when complete)."""
-        for t in range(self.meta.info.num_frames):
+        for t in range(self.consolidated_frames(), self.meta.info.num_frames):
             if not self.frame_path(t).is_file():
                 return t
         return self.meta.info.num_frames
+
+    def consolidated_frames(self) -> int:
+        """Frames 0..T-1 held by the cache's column set (0: none)."""
+        cols = latest_columns(self.directory, self.meta.embedding_dim)  # frames consolidated already
+        return 0 if cols is None else min(cols.num_frames, self.meta.info.num_frames)
+
+    def missing_frames(self) -> list[int]:
+        """Every processed frame the cache does not hold yet, ascending."""
+        return [t for t in range(self.consolidated_frames(), self.meta.info.num_frames)
+                if not self.frame_path(t).is_file()]
+
+    def is_cached(self, t: int, consolidated: int | None = None) -> bool:
+        """Whether frame ``t`` is cached (``consolidated``: :meth:`consolidated_frames`, if known)."""
+        n = self.consolidated_frames() if consolidated is None else consolidated
+        return t < n or self.frame_path(t).is_file()
 
     def write_frame(self, t: int, inst: Instances) -> None:
         """Store frame ``t``'s instances (embeddings required) atomically."""
@@ -205,7 +234,10 @@ class VideoCache:
 
     @classmethod
     def load(cls, directory: str | Path) -> "VideoCache":
-        """Read every cached frame (stopping at the first missing one)."""
+        """Read every cached frame (stopping at the first missing one).
+
+        Frames covered by a consolidated column set (:mod:`uvis.columns`) come from its
+        memory maps, the rest from per-frame files; the result is the same either way."""
         directory = Path(directory)
         meta_path = directory / "meta.json"
         if not meta_path.is_file():
@@ -213,7 +245,16 @@ class VideoCache:
         meta = CacheMeta.from_dict(json.loads(meta_path.read_text()))
         h, w = meta.info.height, meta.info.width
         boxes, obj, emb, counts, frames = [], [], [], [], []
+        cols = latest_columns(directory, meta.embedding_dim)
         t = 0
+        if cols is not None:
+            t = min(cols.num_frames, meta.info.num_frames)
+            n = cols.rows(t)
+            boxes.append(cols.boxes[:n])
+            obj.append(cols.objectness[:n])
+            emb.append(cols.embeddings[:n])
+            counts.extend(cols.mask_counts(n))
+            frames.append(np.repeat(np.arange(t, dtype=np.int32), np.diff(cols.frame_offsets[: t + 1])))
         while t < meta.info.num_frames:
             path = directory / "frames" / f"{t:06d}.npz"
             if not path.is_file():
@@ -228,13 +269,17 @@ class VideoCache:
             t += 1
         size = [h, w]
         masks = [{"size": size, "counts": c} for c in counts]
+
+        def joined(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+            return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else empty
+
         inst = Instances(
-            boxes=np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
+            boxes=joined(boxes, np.zeros((0, 4), np.float32)),
             masks=masks,
-            objectness=np.concatenate(obj) if obj else np.zeros(0, np.float32),
+            objectness=joined(obj, np.zeros(0, np.float32)),
             image_size=(h, w),
-            frame=np.concatenate(frames) if frames else np.zeros(0, np.int32),
-            embeddings=np.concatenate(emb) if emb else np.zeros((0, meta.embedding_dim), np.float32),
+            frame=joined(frames, np.zeros(0, np.int32)),
+            embeddings=joined(emb, np.zeros((0, meta.embedding_dim), np.float32)),
         )
         slices = inst.frame_slices(t)
         return cls(directory, meta, inst, t, slices, MaskIoUMemo(masks, slices))
