@@ -231,9 +231,14 @@ def _run_show(args: argparse.Namespace) -> int:
     videos = [args.video] if args.video else None
     results = open_project(ws, videos).decide(cfg)
     print(format_counts(results))
+    from uvis.curation import unresolved_message
+
     for name, r in results.items():
         print(f"{name}: {r.info.num_frames} frames, {len(r.instances)} proposals, "
-              f"{int(r.kept.sum())} kept, {len(r.tracks)} tracks")
+              f"{int(r.kept.sum())} kept, {len(r.tracks)} tracks (labels: {r.label_source})")
+        notice = unresolved_message(r.unresolved)
+        if notice:
+            print(f"  {name}: {notice}")
     ws.close()
     return 0
 
