@@ -354,12 +354,11 @@ def tracks_panel(layers: FrameLayers, selected: int | None = None) -> np.ndarray
     res = layers.result
     inst = res.instances
     assert inst.decision is not None and inst.track_id is not None
-    track_label = res.track_labels()
 
     def style(i: int, row: int):  # type: ignore[no-untyped-def]
         kept = int(inst.decision[row]) == Reason.KEPT
         tid = int(inst.track_id[row])
-        lbl = track_label.get(tid, int(inst.label[row]))  # type: ignore[index]
+        lbl = int(res.classes[row])  # the class as exported (uvis.curation.instance_classes)
         return colour_for(tid if tid >= 0 else 10_000 + i), 0.5, 2, False, f"T{tid} {class_name(res, lbl)}", kept
 
     canvas = _draw(layers, selected, style)

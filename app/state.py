@@ -21,9 +21,13 @@ import numpy as np
 from app.backends import BackendChoice
 from app.jobs import Job, JobQueue, LockedEmbedder
 from app.render import PreparedFrame, prepare
+from uvis import batch
+from uvis.batch import Impact, PlannedAction, SimilarProposal, VocabularyImpact
 from uvis.config import Config
-from uvis.db import VideoRecord
+from uvis.curation import unresolved_message
+from uvis.db import CurationAction, RepairReport, VideoRecord
 from uvis.decide import Project, VideoResult
+from uvis.cache import VideoCache
 from uvis.embedders.base import Embedder
 from uvis.errors import BadInputError
 from uvis.types import VideoInfo
@@ -47,6 +51,51 @@ class ViewState:
     merge_mark: tuple[int, int] | None = None
     generation: int = -1
     scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class CurationReport:
+    """The outcome of one logged curation action: its id, how many instances it names,
+    and what it changed in the video's decisions (``impact.propagated``: instances it did
+    not name that changed through exemplars/PMF/track classes)."""
+
+    action_id: int
+    action: str
+    instances: int
+    impact: Impact
+
+    @property
+    def message(self) -> str:
+        what = f"{self.action} of {self.instances} instance{'s' if self.instances != 1 else ''} saved"
+        imp = self.impact
+        if self.action in ("accept", "relabel") and imp.relabelled:
+            what += (f"; this example relabelled {imp.relabelled} other instance{'s' if imp.relabelled != 1 else ''}"
+                     f" in {imp.relabelled_tracks} track{'s' if imp.relabelled_tracks != 1 else ''}")
+        return f"{what} ({imp.message})"
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One row of the curation history panel: action id, action, status (applied / undone /
+    discarded), instances it covers, scope, class, and whether it applies to the current
+    cache (``note`` says why not)."""
+
+    action_id: int
+    action: str
+    status: str
+    instances: int
+    scope: str
+    label: str | None
+    note: str
+
+
+def _describe(a: CurationAction) -> str:
+    p = a.payload
+    items = p.get("items")
+    if items is not None:
+        what = f"{a.action} of {len(items)} instance{'s' if len(items) != 1 else ''}"
+        return what + (f" as {p['label']}" if a.action == "relabel" else "")
+    return f"{a.action} {p}"
 
 
 class FrameSource:
@@ -215,7 +264,7 @@ class AppController:
         Raises:
             BadInputError: unknown video or no labelled video yet.
         """
-        key = (video, config.to_json(), self._curation_version, self.generation)
+        key = (video, config.to_json(), self.ws.db.global_version(), self.generation)
         with self._lock:
             hit = self._results.get(key)
             if hit is not None:
@@ -282,28 +331,173 @@ class AppController:
         return prepared
 
     # ------------------------------------------------------------------ curation
-    def curate(self, video: str, action: str, payload: dict[str, Any]) -> int:
-        """Log a curation action (written at once) and invalidate decisions; returns its id."""
+    def cache(self, video: str) -> VideoCache:
+        """The loaded cache of ``video`` (what the person sees; BadInputError if not loaded)."""
+        project = self.project()
+        if project is None or video not in project.caches:
+            raise BadInputError(f"video '{video}' is not loaded")
+        return project.caches[video]
+
+    def plan(self, video: str, action: str, refs: list[tuple[int, int]], *, label: str | None = None,
+             labels: list[str | None] | None = None, scope: str = "instance",
+             config: Config | None = None) -> PlannedAction:
+        """One curation action over ``refs`` ((frame, index) pairs) of the loaded cache, with
+        fingerprints (:func:`uvis.batch.plan`); nothing is written. Accept: pass the class
+        the person saw as ``label`` (or ``labels``, one per instance). ``config``: the
+        settings the person sees (needed to address drawn instances, which sit after a
+        frame's proposals)."""
+        result = self.result(video, config) if config is not None else None
+        return batch.plan(self.cache(video), video, action, refs, label=label, labels=labels, scope=scope,
+                          result=result)
+
+    def preview(self, video: str, config: Config, planned: PlannedAction) -> Impact:
+        """Dry run: how many instances and tracks ``planned`` would change (nothing written)."""
         with self._lock:
-            action_id = self.ws.db.log(video, action, payload)
+            project = self.project()
+            if project is None:
+                raise BadInputError(self._project_error or "no labelled video yet")
+            return batch.impact(project, config, planned)
+
+    def apply(self, config: Config, planned: PlannedAction) -> CurationReport:
+        """Log ``planned`` (one row, one transaction, one undo step) and report what it changed."""
+        video = planned.video
+        with self._lock:
+            before = self.result(video, config)
+            action_id = self.ws.db.log(video, planned.action, planned.payload, cache_key=planned.cache_key,
+                                       items=list(planned.items))
+            self._curation_version += 1
+            after = self.result(video, config)
+            direct = batch.rows_of(self.cache(video), planned)
+            return CurationReport(action_id, planned.action, len(planned.items),
+                                  batch.compare(before, after, direct, "changed"))
+
+    def curate(self, video: str, action: str, payload: dict[str, Any]) -> int:
+        """Log a single-instance action from its payload (``{"frame", "index"[, "label"]}``,
+        merge ``{"a", "b"}``, split ``{"at"}``) with provenance; returns its id."""
+        if action in ("accept", "reject", "relabel"):
+            refs = [(int(payload["frame"]), int(payload["index"]))]
+        elif action == "merge":
+            refs = [tuple(payload["a"]), tuple(payload["b"])]  # type: ignore[list-item]
+        elif action == "split":
+            refs = [tuple(payload["at"])]  # type: ignore[list-item]
+        else:
+            raise BadInputError(f"unknown curation action {action!r}")
+        planned = self.plan(video, action, refs, label=payload.get("label"))  # type: ignore[arg-type]
+        with self._lock:
+            action_id = self.ws.db.log(video, planned.action, planned.payload, cache_key=planned.cache_key,
+                                       items=list(planned.items))
             self._curation_version += 1
             return action_id
 
+    def curate_track(self, video: str, config: Config, frame: int, index: int, action: str,
+                     label: str | None = None, *, dry_run: bool = False) -> CurationReport | Impact:
+        """Accept / reject / relabel the whole track holding instance ``index`` of ``frame``
+        (one action). Accept confirms each member's class as shown. ``dry_run``: only the
+        :class:`Impact`."""
+        res = self.result(video, config)
+        refs = batch.track_refs(res, frame, index)
+        labels = None
+        if action == "accept":
+            labels = [res.class_name(res.row(t, i)) for t, i in refs]
+        planned = self.plan(video, action, refs, label=label, labels=labels, scope="track", config=config)
+        return self.preview(video, config, planned) if dry_run else self.apply(config, planned)
+
+    def propose_similar(self, video: str, config: Config, frame: int, index: int, label: str | None = None,
+                        k: int = 12) -> SimilarProposal:
+        """Label-by-example proposals: the ``k`` instances most similar to the example, bound to
+        the current curation state and vocabulary (see :func:`uvis.batch.check_proposal`)."""
+        res = self.result(video, config)
+        return batch.propose_similar(res, self.ws.db.version(video), frame, index, label, k,
+                                     config.labeler.vocabulary)
+
+    def apply_similar(self, video: str, config: Config, proposal: SimilarProposal, min_similarity: float,
+                      *, dry_run: bool = False) -> CurationReport | Impact:
+        """Relabel the proposals with similarity >= ``min_similarity`` as one action.
+
+        Raises:
+            StaleProposal: proposals of another video, or made before an undo/redo/other
+                action or a vocabulary change — propose again.
+            BadInputError: no proposal reaches ``min_similarity``.
+        """
+        batch.check_proposal(proposal, video, self.ws.db.version(video), config.labeler.vocabulary)
+        refs = [(f, i) for f, i, s in proposal.items if s >= min_similarity]
+        if not refs:
+            raise BadInputError(f"no proposal has similarity >= {min_similarity:.2f}")
+        if not proposal.label:
+            raise BadInputError("the example has no class to propagate")
+        planned = self.plan(video, "relabel", refs, label=proposal.label, scope="similar", config=config)
+        return self.preview(video, config, planned) if dry_run else self.apply(config, planned)
+
+    def draw(self, video: str, frame: int, mask: Any, label: str | None = None) -> int:
+        """Record a drawn (or fixed) instance of ``frame``: ``mask`` (H, W) bool at the processed
+        frame size or an RLE; kept, with ``label`` if given. Returns the action id (undoable);
+        attach its embedding later with :meth:`set_draw_embedding`."""
+        planned = batch.plan_draw(self.cache(video), video, frame, mask, label)
+        with self._lock:
+            action_id = self.ws.db.log(video, "draw", planned.payload, cache_key=planned.cache_key,
+                                       items=list(planned.items))
+            self._curation_version += 1
+            return action_id
+
+    def set_draw_embedding(self, action_id: int, embedding: np.ndarray) -> None:
+        """Store the (D,) embedding of a drawn instance (it then counts as an exemplar and
+        for tracking by appearance)."""
+        with self._lock:
+            self.ws.db.set_draw_embedding(action_id, embedding)
+            self._curation_version += 1
+
+    def vocabulary_check(self, vocabulary: list[str]) -> VocabularyImpact:
+        """Curated instances whose class ``vocabulary`` drops (count per class and a warning)."""
+        with self._lock:
+            project = self.project()
+            return batch.vocabulary_impact(project, vocabulary) if project is not None else VocabularyImpact()
+
+    def edit_vocabulary(self, config: Config, vocabulary: list[str], keep_curated: bool) -> Config:
+        """``config`` with ``vocabulary``; with ``keep_curated`` the removed classes curated
+        instances use are kept (added back)."""
+        return batch.edit_vocabulary(config, vocabulary, self.vocabulary_check(vocabulary), keep_curated)
+
+    def curation_notice(self, video: str, config: Config) -> str:
+        """What of the video's curation does not apply (e.g. "3 curation actions refer to an
+        earlier labelling of this video"); empty when everything applies."""
+        return unresolved_message(self.result(video, config).unresolved)
+
+    def history(self, video: str, config: Config, limit: int = 50) -> list[HistoryEntry]:
+        """The newest curation actions of ``video`` for the history panel, newest first."""
+        with self._lock:
+            rows = self.ws.db.history(video, limit)
+        notes: dict[int, str] = {}
+        for u in self.result(video, config).unresolved:
+            notes.setdefault(u.action_id, unresolved_message([u]))
+        return [HistoryEntry(a.id, a.action, a.status, n, str(a.payload.get("scope", "instance")),
+                             a.payload.get("label"), notes.get(a.id, "") if a.status == "applied" else "")
+                for a, n in rows]
+
     def undo(self, video: str) -> str:
+        """Undo the newest applied action of ``video`` (a batch as a whole); a message."""
         with self._lock:
             target = self.ws.db.undo(video)
             self._curation_version += 1
-        return f"undid {target.action} {target.payload}" if target else "nothing to undo"
+        return f"undid {_describe(target)}" if target else "nothing to undo"
 
     def redo(self, video: str) -> str:
+        """Redo the most recently undone action of ``video``; a message."""
         with self._lock:
             target = self.ws.db.redo(video)
             self._curation_version += 1
-        return f"redid {target.action} {target.payload}" if target else "nothing to redo"
+        return f"redid {_describe(target)}" if target else "nothing to redo"
 
     def curation_count(self, video: str) -> int:
+        """Applied curation actions of ``video``."""
         with self._lock:
             return len(self.ws.db.active(video))
+
+    def repair(self, video: str | None = None) -> RepairReport:
+        """Rebuild the curation replay state from the log (skips entries that cannot apply)."""
+        with self._lock:
+            report = self.ws.db.repair(video)
+            self._curation_version += 1
+            return report
 
     # ------------------------------------------------------------------ jobs
     def add_video(self, path: Path, name: str) -> Job:

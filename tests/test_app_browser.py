@@ -279,8 +279,11 @@ def test_relabel_persists_after_restart(page, server, browser):
     screenshot(page, "app-relabel.png")
     db = sqlite3.connect(str(server.workspace / "uvis.sqlite"))
     rows = db.execute("SELECT action, payload FROM curation").fetchall()
+    items = db.execute("SELECT frame, idx, label, fingerprint, cache_key FROM curation_items").fetchall()
     db.close()
-    assert ("relabel", json.dumps({"frame": 20, "index": 0, "label": "giraffe"})) in rows
+    logged = [json.loads(p) for a, p in rows if a == "relabel"]
+    assert any(p["items"] == [[20, 0]] and p["label"] == "giraffe" for p in logged)
+    assert any(i[:3] == (20, 0, "giraffe") and i[3] and i[4] for i in items)  # with provenance
 
     server.stop()
     server.start()

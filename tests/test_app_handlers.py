@@ -210,7 +210,8 @@ def test_label_by_example_without_text(tmp_path):
     cfg = Config().replace(labeler__vocabulary=VOCAB, filters__clip_threshold=0.5)
     c = AppController(ws, cfg, [], start_worker=False)
     res = c.result("clip", cfg)
-    assert (res.instances.label == -1).all() and res.kept.sum() == 0  # nothing labelled yet
+    # nothing labelled yet: class-agnostic (label source auto -> none), every object kept
+    assert res.label_source == "none" and res.vocabulary == ["object"] and res.kept.all()
     c.curate("clip", "relabel", handlers.instance_payload(0, 0, "cow"))
     res = c.result("clip", cfg)
     obj0 = res.instances.objectness == np.float32(0.95)

@@ -144,10 +144,20 @@ def test_label_by_example_without_text_encoder(tmp_path):
     proj = open_project(ws)
     assert proj.text_cache is None
     cfg = Config().replace(labeler__vocabulary=VOCAB)
+    # no text encoder, no example yet: class-agnostic (label source auto -> none)
     res = proj.decide(cfg)["v"]
-    assert set(res.instances.label.tolist()) == {-1} and not res.kept.any()  # nothing to go by yet
+    assert res.label_source == "none" and res.vocabulary == ["object"]
+    assert set(res.classes.tolist()) == {0}
+    passing = res.instances.objectness >= cfg.filters.objectness_threshold
+    assert np.array_equal(res.kept, passing) and passing.sum() == 18  # 12 cats + 6 dogs with objectness 0.9
+    assert np.isnan(res.instances.clip_score).all()  # not scored: no class to score
+    # an explicit 'examples' source with no example yet keeps nothing
+    strict = proj.decide(cfg.replace(labeler__label_source="examples"))["v"]
+    assert set(strict.instances.label.tolist()) == {-1} and not strict.kept.any()
     ws.db.log("v", "relabel", {"frame": 1, "index": 0, "label": "cow"})  # one example
-    res = proj.decide(cfg)["v"].instances
+    full = proj.decide(cfg)["v"]
+    assert full.label_source == "examples" and full.vocabulary == VOCAB
+    res = full.instances
     cats = np.arange(0, 24, 2)  # the same object in every frame: similar embeddings
     dogs = np.arange(1, 24, 2)
     assert set(res.label[cats].tolist()) == {2}

@@ -49,7 +49,7 @@ def _video_result(name, frames, size=(H, W), vocabulary=("cat", "dog"), frame_na
     info = VideoInfo(name=name, path=f"/{name}", width=size[1], height=size[0], num_frames=len(frames), fps=1.0,
                      source_width=W, source_height=H, source_indices=tuple(source_indices),
                      frame_names=tuple(frame_names))
-    return SimpleNamespace(info=info, instances=inst, vocabulary=list(vocabulary))
+    return SimpleNamespace(info=info, instances=inst, vocabulary=list(vocabulary), classes=inst.label)
 
 
 def _gt(lengths: dict[str, int], anns, categories=("cat", "dog", "cow")):

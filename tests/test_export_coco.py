@@ -50,7 +50,9 @@ def test_pycocotools_loads_it_and_masks_equal_the_source(coco_export):
             anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id))
             ann = next(a for a in anns if a["uvis"]["proposal_index"] == row - np.searchsorted(inst.frame, t))
             assert np.array_equal(coco.annToMask(ann).astype(bool), decode(inst.masks[row]))
-            assert ann["category_id"] == labels[int(inst.track_id[row])] + 1
+            # a person's class wins (the relabel to cow); other instances take their track's class
+            expected = inst.label[row] if r.user[row] else labels[int(inst.track_id[row])]
+            assert ann["category_id"] == expected + 1
             assert ann["area"] == int(decode(inst.masks[row]).sum())
             x, y, w, h = ann["bbox"]
             ys, xs = np.nonzero(decode(inst.masks[row]))

@@ -85,7 +85,9 @@ def test_dataset_layout(fo, exported):
             dets = frame.pseudo_labels.detections
             assert len(dets) == len(kept) and len(frame.dropped_labels.detections) == len(dropped)
             for d, row in zip(dets, kept):
-                assert d.index == inst.track_id[row] and d.label == labels[int(inst.track_id[row])]
+                # a person's class wins (the relabel to cow); other instances take their track's class
+                expected = r.vocabulary[inst.label[row]] if r.user[row] else labels[int(inst.track_id[row])]
+                assert d.index == inst.track_id[row] and d.label == expected
                 assert d.confidence == pytest.approx(float(inst.clip_score[row]))
                 assert d.objectness == pytest.approx(float(inst.objectness[row]))
                 assert d.best_prompt == r.prompts[inst.best_prompt[row]]
@@ -237,6 +239,7 @@ def test_cli_fiftyone(fo, workspace_dir, tmp_path, capsys):
 
 
 def test_curation_tagged_in_fiftyone_comes_back_to_the_workspace(fo, tmp_path, capsys):
+    from uvis.curation import row_fingerprint
     from uvis.export.importers import import_fiftyone_curation
     from uvis.workspace import Workspace
 
@@ -255,7 +258,11 @@ def test_curation_tagged_in_fiftyone_comes_back_to_the_workspace(fo, tmp_path, c
     try:
         planned = import_fiftyone_curation(ws, name, dry_run=True)
         assert ws.db.entries("alpha") == []
-        got = {(a.action, a.payload["frame"], a.payload["index"], a.payload.get("label")) for a in planned}
+        got = {(a.action, *a.payload["items"][0], a.payload.get("label")) for a in planned}
+        cache = ws.load_cache("alpha")
+        for a in planned:  # each names the instance it was exported as: the same cache, its fingerprint
+            t, i = a.payload["items"][0]
+            assert a.cache_key == cache.directory.name and a.items[0].fingerprint == row_fingerprint(cache, cache.row(t, i))
         assert got == {("reject", 3, f3.pseudo_labels.detections[0].proposal_index, None),
                        ("accept", 3, target.proposal_index, None),
                        ("relabel", 3, f3.pseudo_labels.detections[1].proposal_index, "dog")}

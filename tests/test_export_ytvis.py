@@ -42,6 +42,15 @@ def exported(workspace_dir, tmp_path_factory):
     return results, ann, res, out / "JPEGImages"
 
 
+def _person_or_track_class(r):
+    """(N,) the class each instance should be exported with: the person's (curated: its
+    label) else its track's voted class."""
+    labels = {t.track_id: t.label for t in r.tracks}
+    inst = r.instances
+    return np.array([int(inst.label[i]) if r.user[i] else labels.get(int(inst.track_id[i]), int(inst.label[i]))
+                     for i in range(len(inst))])
+
+
 def test_annotation_file_is_standard_youtube_vis(exported):
     results, ann, _, frames = exported
     data = json.loads(ann.read_text())
@@ -53,14 +62,16 @@ def test_annotation_file_is_standard_youtube_vis(exported):
         assert v["length"] == r.info.num_frames == SRC_FRAMES // STRIDE
         assert v["file_names"][3] == f"{name}/00003.jpg"
         assert (v["width"], v["height"]) == (75, 45)
-    # one annotation per kept track, category = the track's voted label + 1
+    # one annotation per kept track and class: category = the track's class + 1, except for
+    # instances a person labelled otherwise (the relabel to cow), which keep their class
     for vid, (name, r) in enumerate(results.items(), 1):
         anns = [a for a in data["annotations"] if a["video_id"] == vid]
-        assert sorted(a["uvis"]["track_id"] for a in anns) == sorted(t.track_id for t in r.tracks)
-        labels = {t.track_id: t.label for t in r.tracks}
+        cls = _person_or_track_class(r)
+        groups = {(int(r.instances.track_id[i]), int(cls[i])) for i in np.flatnonzero(r.kept)}
+        assert sorted((a["uvis"]["track_id"], a["category_id"] - 1) for a in anns) == sorted(groups)
         for a in anns:
-            assert a["category_id"] == labels[a["uvis"]["track_id"]] + 1
-            rows = np.flatnonzero(r.kept & (r.instances.track_id == a["uvis"]["track_id"]))
+            rows = np.flatnonzero(r.kept & (r.instances.track_id == a["uvis"]["track_id"])
+                                  & (cls == a["category_id"] - 1))
             for row in rows:  # masks, areas and boxes per frame
                 t = int(r.instances.frame[row])
                 seg = a["segmentations"][t]
@@ -138,7 +149,12 @@ def test_results_file_one_scored_entry_per_track(exported):
     res = json.loads(res_path.read_text())
     truth = parse_ground_truth(json.loads(ann.read_text()))
     tracks = parse_results(res, truth)  # valid against the annotation file
-    expected = [(vid, t.label + 1, t.score) for vid, r in enumerate(results.values(), 1) for t in r.tracks]
+    expected = []
+    for vid, r in enumerate(results.values(), 1):  # one entry per track and class, scored as the track
+        score = {t.track_id: t.score for t in r.tracks}
+        cls = _person_or_track_class(r)
+        groups = {(int(r.instances.track_id[i]), int(cls[i])) for i in np.flatnonzero(r.kept)}
+        expected += [(vid, c + 1, score[tid]) for tid, c in groups]
     assert sorted((r["video_id"], r["category_id"], r["score"]) for r in res) == sorted(expected)
     assert len(tracks) == len(expected)
     preds = read_ytvis_predictions(res_path, ann)

@@ -73,7 +73,8 @@ def test_old_static_query_name_and_ignored_buffers(small_sd: dict[str, torch.Ten
     old = {k.replace("query_feat", "static_query"): v for k, v in small_sd.items()}
     old["pixel_mean"] = torch.zeros(3, 1, 1)
     model = load_minvis(old, cfg=MinVISConfig(nheads=4))
-    assert torch.equal(model.sem_seg_head.predictor.query_feat.weight, small_sd["sem_seg_head.predictor.query_feat.weight"])
+    key = "sem_seg_head.predictor.query_feat.weight"
+    assert torch.equal(model.sem_seg_head.predictor.query_feat.weight, small_sd[key])
 
 
 def test_detectron2_pickle_and_unsafe_pickles(tmp_path: Path, small_sd: dict[str, torch.Tensor]) -> None:

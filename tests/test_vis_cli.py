@@ -123,8 +123,8 @@ def test_missing_weights_offline(tmp_path: Path, example_video: Path, capsys: py
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UVIS_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("UVIS_OFFLINE", "1")
-    code, err = _run(["predict", "--model", "minvis_ytvis19_R50", str(example_video), "--out", str(tmp_path / "r.json")],
-                     capsys)
+    code, err = _run(["predict", "--model", "minvis_ytvis19_R50", str(example_video),
+                      "--out", str(tmp_path / "r.json")], capsys)
     assert code == 2
     assert "minvis_ytvis19_R50.pth" in err and "offline" in err and "huggingface.co" in err
     assert "NVIDIA Source Code License-NC" in err  # said where the user fetches them

@@ -109,14 +109,22 @@ def _resume_problems(stored: CacheMeta, new: CacheMeta) -> list[str]:
 class CacheWriter:
     """Writes one video's cache frame by frame; resumable.
 
+    ``prepare=True`` (the owner of the cache: the process that starts a run) checks the
+    folder, removes temporaries left by killed writers and writes ``meta.json``;
+    ``prepare=False`` attaches to a cache prepared so, to write frames only (the Ray
+    engine's workers, which may run beside other writers of the same video).
+
     Raises:
         BadInputError: ``directory`` holds a cache made with other settings, frame size or
             source frames (see :func:`_resume_problems`); nothing is written then.
     """
 
-    def __init__(self, directory: Path, meta: CacheMeta) -> None:
+    def __init__(self, directory: Path, meta: CacheMeta, *, prepare: bool = True) -> None:
         self.directory = Path(directory)
         self.frames_dir = self.directory / "frames"
+        self.meta = meta
+        if not prepare:
+            return
         meta_path = self.directory / "meta.json"
         if meta_path.is_file():
             try:
@@ -130,24 +138,40 @@ class CacheWriter:
                                     f"({'; '.join(problems)}); refusing to add frames to it. Move the folder "
                                     "away to label the video again")
         self.frames_dir.mkdir(parents=True, exist_ok=True)
-        self.meta = meta
         for stale in self.frames_dir.glob(".*.tmp.npz"):  # left by a killed run of an older version
             stale.unlink(missing_ok=True)
         clean_stale_temps(self.frames_dir)  # left by a killed run
         clean_stale_temps(self.directory)
         atomic_write_text(self.directory / "meta.json", json.dumps(meta.to_dict(), indent=1))
 
+    def remove_temporaries(self) -> None:
+        """Delete every half-written frame file (of any writer): call only when none runs."""
+        clean_stale_temps(self.frames_dir, max_age_s=0.0)
+
     def frame_path(self, t: int) -> Path:
         return self.frames_dir / f"{t:06d}.npz"
 
     def first_missing(self) -> int:
         """Index of the first processed frame with no cache file (== num_frames when complete)."""
-        cols = latest_columns(self.directory, self.meta.embedding_dim)  # frames consolidated already
-        for t in range(0 if cols is None else min(cols.num_frames, self.meta.info.num_frames),
-                       self.meta.info.num_frames):
+        for t in range(self.consolidated_frames(), self.meta.info.num_frames):
             if not self.frame_path(t).is_file():
                 return t
         return self.meta.info.num_frames
+
+    def consolidated_frames(self) -> int:
+        """Frames 0..T-1 held by the cache's column set (0: none)."""
+        cols = latest_columns(self.directory, self.meta.embedding_dim)  # frames consolidated already
+        return 0 if cols is None else min(cols.num_frames, self.meta.info.num_frames)
+
+    def missing_frames(self) -> list[int]:
+        """Every processed frame the cache does not hold yet, ascending."""
+        return [t for t in range(self.consolidated_frames(), self.meta.info.num_frames)
+                if not self.frame_path(t).is_file()]
+
+    def is_cached(self, t: int, consolidated: int | None = None) -> bool:
+        """Whether frame ``t`` is cached (``consolidated``: :meth:`consolidated_frames`, if known)."""
+        n = self.consolidated_frames() if consolidated is None else consolidated
+        return t < n or self.frame_path(t).is_file()
 
     def write_frame(self, t: int, inst: Instances) -> None:
         """Store frame ``t``'s instances (embeddings required) atomically."""

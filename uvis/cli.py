@@ -8,7 +8,8 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 from uvis.config import Config
 from uvis.errors import BadInputError, MissingDependencyError, UvisError
@@ -25,7 +26,8 @@ _PIP_NAMES = {"cv2": "opencv-python-headless", "yaml": "PyYAML", "PIL": "Pillow"
 
 def _add_label(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("label", help="run proposals + embeddings on videos into a workspace, then decide")
-    p.add_argument("inputs", nargs="+", help="video files (mp4/avi/webm/mkv/mov) or frame folders")
+    p.add_argument("inputs", nargs="+", help="video files (mp4/avi/webm/mkv/mov), frame folders, dataset roots "
+                   "(YouTube-VIS JPEGImages/) or list files (.txt, one video per line)")
     p.add_argument("--workspace", "-w", default="workspace", help="workspace folder (default ./workspace)")
     p.add_argument("--config", help="YAML/JSON config file (partial files fill in defaults)")
     p.add_argument("--proposer", choices=["motion", "file", "cutler", "detectron2"])
@@ -41,7 +43,21 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=int, help="keep every N-th frame")
     p.add_argument("--max-side", type=int, help="downscale frames so the longer side is at most N px")
     p.add_argument("--device", help="torch device for the models (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--max-videos", type=int, help="label only the first N videos of the inputs (trials)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    from uvis.engines import DEFAULT_ENGINE, ENGINES
+
+    g = p.add_argument_group("engine", "where the models run (docs/scale-out.md)")
+    g.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                   help="local: this process (default); ray: a pool of Ray workers (pip install ray)")
+    g.add_argument("--address", help="ray: 'auto' (cluster running here) or HEAD_HOST:PORT; default: a new local "
+                   "Ray instance")
+    g.add_argument("--workers", type=int, help="ray: number of workers (default: as many as the free CPUs/GPUs)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="ray: CPUs (= torch threads) per worker")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0,
+                   help="ray: GPUs per worker (> 0: models run on the GPU Ray assigns; fractions share one)")
+    g.add_argument("--chunk-frames", type=int, default=8,
+                   help="ray: frames per work unit (stateless proposers; motion gets whole videos)")
     p.set_defaults(func=_run_label)
 
 
@@ -92,22 +108,83 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def _run_label(args: argparse.Namespace) -> int:
-    from uvis.pipeline import Runner, open_project
+    from uvis.engines.dataset import enumerate_videos
+    from uvis.pipeline import open_project
     from uvis.stats import format_counts
-    from uvis.video import find_videos
     from uvis.workspace import Workspace
 
     cfg = build_config(args)
-    inputs = find_videos(args.inputs)
+    inputs = enumerate_videos(args.inputs, max_videos=args.max_videos)
+    if args.engine == "ray":
+        from uvis.engines.ray_engine import require_ray
+
+        require_ray()  # before touching the workspace: says which pip command installs it
     ws = Workspace(args.workspace)
-    runner = Runner(ws, cfg)
-    names, failed = [], []
     saved: list[int] = []
 
     def save_config() -> None:  # only once a run has started: a failing command changes nothing
         if not saved:
             saved.append(ws.db.save_config(cfg.to_json(), note="label"))
 
+    label = _label_ray if args.engine == "ray" else _label_local
+    names, failed = label(args, ws, cfg, inputs, save_config)
+    if not names:
+        raise BadInputError(f"no video could be labelled ({len(failed)} failed)")
+    results = open_project(ws).decide(cfg)
+    print(format_counts({n: results[n] for n in names if n in results}))
+    for n in names:
+        r = results[n]
+        frames_with = len(set(r.instances.frame[r.kept].tolist()))
+        print(f"{n}: {r.info.num_frames} frames, {len(r.instances)} proposals, {int(r.kept.sum())} kept, "
+              f"{len(r.tracks)} tracks, {frames_with} frames with kept instances")
+    ws.close()
+    if failed:
+        print(f"{len(failed)} of {len(inputs)} videos failed: {', '.join(failed)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _label_ray(args: argparse.Namespace, ws, cfg: Config, inputs: list[Path],
+               on_started: Callable[[], None]) -> tuple[list[str], list[str]]:
+    """Label on Ray with one progress bar over all frames; (labelled names, failed inputs)."""
+    from uvis.engines.ray_engine import RayOptions, label_with_ray
+
+    options = RayOptions(address=args.address, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                         gpus_per_worker=args.gpus_per_worker, chunk_frames=args.chunk_frames)
+    bars: list = []  # one bar over all frames, made once the total is known
+
+    def progress(done: int, total: int) -> None:
+        if args.quiet:
+            return
+        if not bars:
+            from tqdm import tqdm
+
+            bars.append(tqdm(total=total, initial=done, unit="frame", desc=f"{len(inputs)} videos",
+                             file=sys.stderr, dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
+
+    def log(msg: str) -> None:
+        (bars[0].write if bars else print)(msg, file=sys.stderr)
+
+    try:
+        run = label_with_ray(ws, cfg, inputs, options, progress=progress, log=log, on_started=on_started)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"ray: {len(run.workers)} workers, {run.frames_written} frames labelled ({run.frames_computed} computed "
+          f"by workers), {run.frames_cached_before} already cached, start-up {run.start_seconds:.1f} s, labelling {run.label_seconds:.1f} s", file=sys.stderr)
+    for f in run.failures:
+        print(f"failed: {f.describe()}", file=sys.stderr)
+    return run.videos, run.failed
+
+
+def _label_local(args: argparse.Namespace, ws, cfg: Config, inputs: list[Path],
+                 on_started: Callable[[], None]) -> tuple[list[str], list[str]]:
+    """Label in this process, one progress bar per video; (labelled names, failed inputs)."""
+    from uvis.pipeline import Runner
+
+    runner = Runner(ws, cfg)
+    names, failed = [], []
     for item in inputs:
         bar = None
         if not args.quiet:
@@ -125,7 +202,7 @@ def _run_label(args: argparse.Namespace) -> int:
                 bar.refresh()
 
         try:
-            cache = runner.label_video(item, progress=progress, on_started=save_config)
+            cache = runner.label_video(item, progress=progress, on_started=on_started)
         except BadInputError as exc:  # one bad video of a batch: report it, go on with the rest
             if len(inputs) == 1:
                 raise
@@ -141,20 +218,7 @@ def _run_label(args: argparse.Namespace) -> int:
         if cache.num_cached < cache.info.num_frames:
             print(f"warning: {cache.info.name}: only {cache.num_cached}/{cache.info.num_frames} frames cached",
                   file=sys.stderr)
-    if not names:
-        raise BadInputError(f"no video could be labelled ({len(failed)} failed)")
-    results = open_project(ws).decide(cfg)
-    print(format_counts({n: results[n] for n in names if n in results}))
-    for n in names:
-        r = results[n]
-        frames_with = len(set(r.instances.frame[r.kept].tolist()))
-        print(f"{n}: {r.info.num_frames} frames, {len(r.instances)} proposals, {int(r.kept.sum())} kept, "
-              f"{len(r.tracks)} tracks, {frames_with} frames with kept instances")
-    ws.close()
-    if failed:
-        print(f"{len(failed)} of {len(inputs)} videos failed: {', '.join(failed)}", file=sys.stderr)
-        return 2
-    return 0
+    return names, failed
 
 
 def _run_show(args: argparse.Namespace) -> int:
@@ -167,9 +231,14 @@ def _run_show(args: argparse.Namespace) -> int:
     videos = [args.video] if args.video else None
     results = open_project(ws, videos).decide(cfg)
     print(format_counts(results))
+    from uvis.curation import unresolved_message
+
     for name, r in results.items():
         print(f"{name}: {r.info.num_frames} frames, {len(r.instances)} proposals, "
-              f"{int(r.kept.sum())} kept, {len(r.tracks)} tracks")
+              f"{int(r.kept.sum())} kept, {len(r.tracks)} tracks (labels: {r.label_source})")
+        notice = unresolved_message(r.unresolved)
+        if notice:
+            print(f"  {name}: {notice}")
     ws.close()
     return 0
 

@@ -31,6 +31,12 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 )
 
 
+CLASS_AGNOSTIC_NAME = "object"
+"""The one class of class-agnostic decisions (``labeler.label_source = none``)."""
+
+LABEL_SOURCES = ("auto", "prompts", "examples", "none")
+
+
 def vocabulary_presets() -> dict[str, list[str]]:
     """Preset vocabularies from ``assets/vocabularies/*.json``: name -> class names (ids 1..N)."""
     out: dict[str, list[str]] = {}
@@ -114,12 +120,35 @@ class LabelerConfig:
     one ``{}`` for the class; ``prompt_pooling``: ``max`` (closest single prompt, the
     paper) or ``mean`` (averaged template embeddings, CLIP's ensembling); ``top_k``:
     class scores kept per instance for display.
+
+    ``label_source`` (DESIGN §1.3): ``prompts`` (CLIP text matching; needs an embedder
+    with a text encoder), ``examples`` (label by example: the class of the most similar
+    accepted/relabelled instance, score = that cosine), ``none`` (class-agnostic: every
+    instance is class ``object``, the CLIP-score filter is off, PMF runs over the one
+    class) or ``auto`` (the default): ``prompts`` when the embedder has a text encoder,
+    else ``none`` until the first example exists, then ``examples``
+    (:func:`resolve_label_source`).
     """
 
     vocabulary: list[str] = field(default_factory=lambda: load_preset("ytvis2019"))
     templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
     prompt_pooling: str = "max"
     top_k: int = 5
+    label_source: str = "auto"
+
+
+def resolve_label_source(setting: str, has_text: bool, has_examples: bool) -> str:
+    """The label source in effect: ``setting`` unless ``auto`` (see :class:`LabelerConfig`).
+
+    Raises:
+        ConfigError: ``prompts`` asked of an embedder without a text encoder.
+    """
+    if setting == "auto":
+        return "prompts" if has_text else ("examples" if has_examples else "none")
+    if setting == "prompts" and not has_text:
+        raise ConfigError("labeler.label_source is 'prompts' but this project's embedder has no text encoder; "
+                          "use 'examples', 'none' or 'auto'")
+    return setting
 
 
 @dataclass
@@ -356,6 +385,7 @@ def _errors(cfg: Config) -> list[str]:
             e.append("labeler.templates has duplicate templates")
     e += _choice("labeler.prompt_pooling", lab.prompt_pooling, ("max", "mean"))
     e += _int("labeler.top_k", lab.top_k, 1, 1000)
+    e += _choice("labeler.label_source", lab.label_source, LABEL_SOURCES)
     e += _unit("filters.objectness_threshold", f.objectness_threshold)
     e += _unit("filters.clip_threshold", f.clip_threshold)
     e += _unit("filters.pmf_threshold", f.pmf_threshold)

@@ -44,7 +44,7 @@ def open_project(workspace: Workspace, videos: Sequence[str] | None = None, *,
     meta = next(iter(caches.values())).meta
     text_cache = TextEmbeddingCache(workspace.text_cache_dir, meta.embedder) if meta.has_text else None
     factory = (lambda: text_encoder) if text_encoder is not None else _encoder_factory(meta.embedder_config)
-    return Project(caches, text_cache=text_cache, text_encoder_factory=factory, curation=workspace.db.active)
+    return Project(caches, text_cache=text_cache, text_encoder_factory=factory, db=workspace.db)
 
 
 def decide_workspace(workspace_dir: str | Path, config: Config) -> dict[str, VideoResult]:

@@ -14,12 +14,13 @@ from uvis.cache import CacheMeta, CacheWriter, VideoCache, cache_key, cache_sett
 from uvis.columns import ColumnsError, consolidate
 from uvis.config import Config
 from uvis.embedders.base import Embedder
+from uvis.engines.local import label_frames
 from uvis.proposers.base import Proposer
-from uvis.types import Instances, VideoInfo
-from uvis.workspace import Workspace, video_name_for
+from uvis.types import VideoInfo
+from uvis.workspace import VideoSource, Workspace, video_name_for
 
 
-_SHARED_PROPOSERS = ("cutler", "detectron2")
+SHARED_PROPOSERS = ("cutler", "detectron2")
 """Backends whose proposer holds no per-video state: one instance serves every video."""
 
 
@@ -39,6 +40,102 @@ class Progress:
 
 ProgressFn = Callable[[Progress], None]
 ProposerFactory = Callable[[str, VideoInfo], Proposer]
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a cache records of the models that made it: the proposer's name and the
+    embedder's name, dimension D, text encoder presence and logit scale."""
+
+    proposer: str
+    embedder: str
+    embedding_dim: int
+    has_text: bool
+    logit_scale: float
+
+    @classmethod
+    def of(cls, proposer: Proposer, embedder: Embedder) -> "ModelIdentity":
+        return cls(proposer.name, embedder.name, int(embedder.dim), bool(embedder.has_text),
+                   float(embedder.logit_scale))
+
+
+def cache_meta(config: Config, info: VideoInfo, models: ModelIdentity) -> CacheMeta:
+    """The cache metadata (and key settings) of a run of ``models`` under ``config``."""
+    from uvis.embedders.factory import embedder_settings
+    from uvis.proposers.factory import proposer_settings
+
+    vc = config.video
+    settings = cache_settings(models.proposer, proposer_settings(config.proposer), models.embedder,
+                              embedder_settings(config.embedder), vc.stride, vc.max_side)
+    return CacheMeta(info=info, proposer=models.proposer, embedder=models.embedder,
+                     embedder_config=asdict(config.embedder), embedding_dim=models.embedding_dim,
+                     has_text=models.has_text, logit_scale=models.logit_scale, settings=settings)
+
+
+class VideoRun:
+    """The workspace side of labelling one video: its cache writer and database row.
+
+    Creating it prepares the cache (``meta.json``; refused if made otherwise), records
+    the video's source and marks it ``running``. The database points the video at the
+    new cache at :meth:`started` when the video had no usable cache, else only once the
+    new cache is complete (:meth:`finish`); :meth:`mark` records ``failed`` or
+    ``cancelled``. Used by both engines (the Ray driver alone writes the database).
+    """
+
+    def __init__(self, workspace: Workspace, name: str, source: VideoSource, meta: CacheMeta) -> None:
+        self.workspace, self.name, self.source, self.meta = workspace, name, source, meta
+        info = meta.info
+        self.key = cache_key(meta.settings)
+        self.writer = CacheWriter(workspace.cache_dir(name, self.key), meta)
+        workspace.register_source(name, source)
+        db = workspace.db
+        rec = db.video(name)
+        self.usable = rec is not None and bool(rec.cache_key) and rec.cache_key != self.key and \
+            (workspace.cache_dir(name, rec.cache_key) / "meta.json").is_file()
+        if rec is not None and rec.cache_key == self.key:
+            self._point_here("running")
+        elif self.usable:
+            db.set_video_status(name, "running")  # keeps deciding from its complete cache meanwhile
+        else:
+            db.upsert_video(name, source.path, cache_key=None, num_frames=info.num_frames, width=info.width,
+                            height=info.height, status="running")
+        self._started = False
+        self.warnings: list[str] = []
+
+    @property
+    def directory(self) -> Path:
+        return self.writer.directory
+
+    def _point_here(self, status: str) -> None:
+        info = self.meta.info
+        self.workspace.db.upsert_video(self.name, self.source.path, cache_key=self.key, num_frames=info.num_frames,
+                                       width=info.width, height=info.height, status=status)
+
+    def started(self) -> None:
+        """The run has started successfully (first new frame cached, or nothing to compute)."""
+        if not self._started and not self.usable:  # a video with no usable cache shows its frames as they come
+            self._point_here("running")
+        self._started = True
+
+    def mark(self, status: str) -> None:
+        """Record ``failed`` or ``cancelled``."""
+        self.workspace.db.set_video_status(self.name, status)
+
+    def finish(self) -> bool:
+        """Record ``done`` (pointing the video here) or ``partial``; True when complete.
+
+        A complete cache is consolidated: one memory-mapped column set replaces its
+        per-frame files (if that fails, :attr:`warnings` says so and the files serve)."""
+        complete = self.writer.first_missing() >= self.meta.info.num_frames
+        if complete:
+            self._point_here("done")
+            try:
+                consolidate(self.directory)
+            except (OSError, ColumnsError) as exc:
+                self.warnings.append(f"{self.name}: cache not consolidated into columns ({exc})")
+        else:
+            self.mark("partial")
+        return complete
 
 
 class Runner:
@@ -72,7 +169,7 @@ class Runner:
             return self._proposer_factory(video, info)
         from uvis.proposers.factory import make_proposer
 
-        if self.config.proposer.backend in _SHARED_PROPOSERS:  # stateless models: load the weights once
+        if self.config.proposer.backend in SHARED_PROPOSERS:  # stateless models: load the weights once
             if self._shared_proposer is None:
                 self._shared_proposer = make_proposer(self.config.proposer, video, info)
             return self._shared_proposer
@@ -112,76 +209,33 @@ class Runner:
             warnings = ([note] if note else []) + list(reader.warnings)
             proposer = self._proposer(name, info, lookup)
             embedder = self.embedder
-            meta = self._meta(info, proposer, embedder)
-            key = cache_key(meta.settings)
-            directory = ws.cache_dir(name, key)
-            writer = CacheWriter(directory, meta)
-            ws.register_source(name, source)
-            db = ws.db
-            rec = db.video(name)
-            usable = rec is not None and bool(rec.cache_key) and rec.cache_key != key and \
-                (ws.cache_dir(name, rec.cache_key) / "meta.json").is_file()
-
-            def point_here(status: str) -> None:
-                db.upsert_video(name, source.path, cache_key=key, num_frames=info.num_frames, width=info.width,
-                                height=info.height, status=status)
-
-            if rec is not None and rec.cache_key == key:
-                point_here("running")
-            elif usable:
-                db.set_video_status(name, "running")  # keeps deciding from its complete cache meanwhile
-            else:
-                db.upsert_video(name, source.path, cache_key=None, num_frames=info.num_frames, width=info.width,
-                                height=info.height, status="running")
-            start = writer.first_missing()
+            run = VideoRun(ws, name, source, cache_meta(self.config, info, ModelIdentity.of(proposer, embedder)))
+            directory = run.directory
+            start = run.writer.first_missing()
             if progress:
                 progress(Progress(name, start, info.num_frames, start))
 
             def started() -> None:
-                if not usable:  # a video with no usable cache shows its frames as they come
-                    point_here("running")
+                run.started()
                 if on_started is not None:
                     on_started()
 
             try:
                 if start < info.num_frames:
-                    self._run_frames(reader, proposer, embedder, writer, start, progress, cancel, started)
+                    self._run_frames(reader, proposer, embedder, run.writer, start, progress, cancel, started)
                 else:
                     started()
-            except Cancelled:
-                db.set_video_status(name, "cancelled")
-                raise
-            except KeyboardInterrupt:
-                db.set_video_status(name, "cancelled")
+            except (Cancelled, KeyboardInterrupt):
+                run.mark("cancelled")
                 raise
             except BaseException:
-                db.set_video_status(name, "failed")
+                run.mark("failed")
                 raise
-            done = writer.first_missing()
-            if done >= info.num_frames:
-                point_here("done")
-                try:  # complete: one memory-mapped column set replaces the per-frame files
-                    consolidate(directory)
-                except (OSError, ColumnsError) as exc:  # the per-frame files keep serving the cache
-                    warnings.append(f"{name}: cache not consolidated into columns ({exc})")
-            else:
-                db.set_video_status(name, "partial")
+            run.finish()
+            warnings.extend(run.warnings)
         cache = VideoCache.load(directory)
         cache.warnings = warnings
         return cache
-
-    def _meta(self, info: VideoInfo, proposer: Proposer, embedder: Embedder) -> CacheMeta:
-        """The cache metadata (and key settings) of a run of ``proposer`` and ``embedder``."""
-        from uvis.embedders.factory import embedder_settings
-        from uvis.proposers.factory import proposer_settings
-
-        vc = self.config.video
-        settings = cache_settings(proposer.name, proposer_settings(self.config.proposer), embedder.name,
-                                  embedder_settings(self.config.embedder), vc.stride, vc.max_side)
-        return CacheMeta(info=info, proposer=proposer.name, embedder=embedder.name,
-                         embedder_config=asdict(self.config.embedder), embedding_dim=int(embedder.dim),
-                         has_text=bool(embedder.has_text), logit_scale=float(embedder.logit_scale),
-                         settings=settings)
 
     def _run_frames(self, reader, proposer: Proposer, embedder: Embedder, writer: CacheWriter, start: int,
                     progress: ProgressFn | None, cancel: threading.Event | None,
@@ -190,19 +244,16 @@ class Runner:
         ``context_frames`` preceding frames, results discarded)."""
         info = reader.info
         proposer.reset()
-        warm = max(0, start - int(getattr(proposer, "context_frames", 0)))
-        for t, frame in reader.frames(start=warm):
+
+        def check_cancel(t: int) -> None:
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"labelling of {info.name} cancelled at frame {t}")
-            inst = proposer.propose(frame, t)
-            if t < start:
-                continue
-            writer.write_frame(t, self._embed(embedder, frame, inst))
+
+        def written(t: int) -> None:
             if t == start:
                 first_written()
             if progress:
                 progress(Progress(info.name, t + 1, info.num_frames, start))
 
-    def _embed(self, embedder: Embedder, frame, inst: Instances) -> Instances:
-        emb = embedder.embed_crops(frame, inst.boxes, inst.masks)
-        return inst.with_fields(embeddings=emb.reshape(len(inst), embedder.dim))
+        label_frames(reader, proposer, embedder, writer, start=start, stop=info.num_frames,
+                     before_frame=check_cancel, after_frame=written)

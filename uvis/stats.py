@@ -21,17 +21,19 @@ class ClassCounts:
 
 def class_counts(results: dict[str, VideoResult]) -> list[ClassCounts]:
     """Per-class counts over the given videos (classes with any instance), plus an
-    ``(unlabelled)`` row for instances without a label."""
+    ``(unlabelled)`` row for instances without a label. An instance counts under its class
+    as shown and exported (``VideoResult.classes``: the person's class, else its track's)."""
     rows: dict[int, ClassCounts] = {}
     vocab: list[str] = []
     for res in results.values():
         vocab = res.vocabulary
         inst = res.instances
-        assert inst.label is not None and inst.decision is not None
-        for lbl in np.unique(inst.label):
+        assert inst.decision is not None
+        classes = res.classes
+        for lbl in np.unique(classes):
             name = vocab[lbl] if lbl >= 0 else "(unlabelled)"
             row = rows.setdefault(int(lbl), ClassCounts(name, dropped={r.key: 0 for r in Reason if r != Reason.KEPT}))
-            sel = inst.label == lbl
+            sel = classes == lbl
             dec = inst.decision[sel]
             row.kept += int((dec == Reason.KEPT).sum())
             for r in Reason:

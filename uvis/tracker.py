@@ -4,8 +4,8 @@ For each frame t (in order), kept instances j are linked to open tracks k by
 minimising cost = w·(1 − cos(Q*_k, q_j)) + (1 − w)·(1 − maskIoU(last mask of k, m_j))
 with Q*_k = λ·q_k(last) + (1 − λ)·μ_k (μ_k the running mean of the track's
 embeddings). A match with cost > ``max_cost`` is refused; unmatched instances open new
-tracks; a track unseen for more than ``max_gap`` frames closes. Track label = the
-score-weighted vote of its members' labels.
+tracks; a track unseen for more than ``max_gap`` frames closes. Track class:
+:func:`track_classes` (a person's labels win, else the score-weighted vote).
 """
 from __future__ import annotations
 
@@ -158,30 +158,94 @@ def track(frames: np.ndarray, rows: np.ndarray, embeddings: np.ndarray, cfg: Tra
     return out
 
 
-def summarise_tracks(track_ids: np.ndarray, labels: np.ndarray, scores: np.ndarray,
-                     frames: np.ndarray) -> list[TrackSummary]:
-    """Per-track label by score-weighted vote, mean member score of that label, extent.
+def track_classes(track_ids: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                  curated_labels: np.ndarray | None = None,
+                  curated_order: np.ndarray | None = None) -> dict[int, int]:
+    """The class of every track (DESIGN §1.6, the track-label rule): a person's labels win.
 
-    Args: parallel (N,) arrays over tracked instances (track id -1 ignored).
+    If any member of the track carries a class a person gave (``curated_labels >= 0``: a
+    relabel, or an accept — the class the person confirmed), the track's class is the
+    majority of those curated labels; a tie goes to the most recently curated of the tied
+    classes (largest ``curated_order``, the action id). Otherwise it is the score-weighted
+    vote of its members' labels (weights = scores, NaN counted as 0; no positive weight:
+    the first member's label).
+
+    Args:
+        track_ids, labels, scores: parallel (N,) arrays (track id -1 ignored; label -1 = none).
+        curated_labels: (N,) int class a person gave, -1 where none (default: none).
+        curated_order: (N,) int, the id of the action that gave it (ties; default 0).
+    Returns:
+        track id -> class index.
+    """
+    out: dict[int, int] = {}
+    valid = track_ids >= 0
+    if not valid.any():
+        return out
+    tids, inv = np.unique(track_ids[valid], return_inverse=True)
+    lab = labels[valid].astype(np.int64)
+    sc = np.nan_to_num(scores[valid].astype(np.float64), nan=0.0)
+    n_lab = int(max(lab.max(), 0)) + 2
+    votes = np.zeros((len(tids), n_lab))
+    np.add.at(votes, (inv, lab + 1), sc)  # label -1 -> column 0
+    first = np.full(len(tids), -1, np.int64)
+    first[inv[::-1]] = lab[::-1]  # the first member's label per track
+    for k, tid in enumerate(tids):
+        row = votes[k, 1:]
+        out[int(tid)] = int(row.argmax()) if row.max(initial=0) > 0 else int(first[k])
+    if curated_labels is not None:
+        cl = curated_labels[valid].astype(np.int64)
+        order = np.zeros(len(cl), np.int64) if curated_order is None else curated_order[valid].astype(np.int64)
+        given = np.flatnonzero(cl >= 0)
+        per_track: dict[int, dict[int, list[int]]] = {}
+        for j in given.tolist():
+            entry = per_track.setdefault(int(tids[inv[j]]), {}).setdefault(int(cl[j]), [0, 0])
+            entry[0] += 1
+            entry[1] = max(entry[1], int(order[j]))
+        for tid, counts in per_track.items():
+            out[tid] = max(counts.items(), key=lambda kv: (kv[1][0], kv[1][1]))[0]
+    return out
+
+
+def summarise_tracks(track_ids: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                     frames: np.ndarray, *, curated_labels: np.ndarray | None = None,
+                     curated_order: np.ndarray | None = None,
+                     objectness: np.ndarray | None = None) -> list[TrackSummary]:
+    """Per track: its class (:func:`track_classes`), score and extent.
+
+    Score = mean of the finite scores of the members labelled with the track's class
+    (all members if none is); if none is finite (class-agnostic decisions, or a track only
+    a person labelled with a class the model did not score), the mean ``objectness`` of
+    those members (1.0 when ``objectness`` is not given).
+
+    Args: parallel (N,) arrays over tracked instances (track id -1 ignored); see
+    :func:`track_classes` for ``curated_labels``/``curated_order``.
     """
     out: list[TrackSummary] = []
     valid = track_ids >= 0
     if not valid.any():
         return out
+    classes = track_classes(track_ids, labels, scores, curated_labels, curated_order)
     tids, inv = np.unique(track_ids[valid], return_inverse=True)
     lab = labels[valid]
+    if curated_labels is not None:
+        cl = curated_labels[valid]
+        lab = np.where(cl >= 0, cl, lab)
     sc = scores[valid].astype(np.float64)
+    obj = None if objectness is None else objectness[valid].astype(np.float64)
     fr = frames[valid]
-    n_lab = int(max(lab.max(), 0)) + 2
-    votes = np.zeros((len(tids), n_lab))
-    np.add.at(votes, (inv, lab + 1), sc)  # label -1 -> column 0
-    winner = votes[:, 1:].argmax(axis=1) if n_lab > 1 else np.zeros(len(tids), int)
     lengths = np.bincount(inv, minlength=len(tids))
+    order = np.argsort(inv, kind="stable")
+    bounds = np.searchsorted(inv[order], np.arange(len(tids) + 1))
     for k, tid in enumerate(tids):
-        members = inv == k
-        lbl = int(winner[k]) if votes[k, 1:].max(initial=0) > 0 else int(lab[members][0])
-        same = members & (lab == lbl)
-        score = float(sc[same].mean()) if same.any() else float(sc[members].mean())
+        members = order[bounds[k]:bounds[k + 1]]
+        lbl = classes[int(tid)]
+        same = members[lab[members] == lbl]
+        pick = same if len(same) else members
+        finite = pick[np.isfinite(sc[pick])]
+        if len(finite):
+            score = float(sc[finite].mean())
+        else:
+            score = float(obj[pick].mean()) if obj is not None else 1.0
         out.append(TrackSummary(int(tid), lbl, score, int(fr[members].min()), int(fr[members].max()),
                                 int(lengths[k])))
     return out

@@ -97,6 +97,10 @@ class Workspace:
             reason = getattr(exc, "strerror", None) or ("too many nested folders" if isinstance(exc, RecursionError) else str(exc))
             raise BadInputError(f"workspace {shown} cannot be used: {reason}; choose a writable folder "
                                 "(--workspace)") from exc
+        if self.db.needs_backfill():  # curation rows from before schema 2: give them provenance
+            from uvis.curation import backfill_provenance
+
+            backfill_provenance(self)
 
     @classmethod
     def existing(cls, root: str | Path) -> "Workspace":

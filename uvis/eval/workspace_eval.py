@@ -44,6 +44,7 @@ class VideoResultLike(Protocol):
     info: VideoInfo
     instances: Instances
     vocabulary: list[str]
+    classes: np.ndarray  # (N,) class of each instance as exported (uvis.curation.instance_classes)
 
 
 Decide = Callable[[Config], Mapping[str, VideoResultLike]]
@@ -109,7 +110,7 @@ def f1_for_videos(
         matched.append(name)
         ids = np.array([class_id(c) for c in res.vocabulary], dtype=np.int64)
         pairs = _align_frames(res.info, video)
-        preds = _predictions(res.instances, ids, video)
+        preds = _predictions(res.instances, res.classes, ids, video)
         for t, g in pairs:
             all_gt.append(gt_frames.gt[start[video.id] + g])
             all_pred.append(preds.get(t, []))
@@ -222,11 +223,13 @@ def _align_frames(info: VideoInfo, video: YtvisVideo) -> list[tuple[int, int]]:
     return [(t, int(s)) for t, s in enumerate(src) if 0 <= int(s) < video.length]
 
 
-def _predictions(inst: Instances, class_ids: np.ndarray, video: YtvisVideo) -> dict[int, list[FrameObject]]:
-    """Kept, labelled instances per processed frame, masks at the GT video's size."""
+def _predictions(inst: Instances, classes: np.ndarray, class_ids: np.ndarray,
+                 video: YtvisVideo) -> dict[int, list[FrameObject]]:
+    """Kept, labelled instances per processed frame, masks at the GT video's size; the class
+    of each is its class as shown and exported (``classes``, the track-label rule)."""
     if inst.decision is None or inst.label is None or inst.clip_score is None:
         raise BadInputError("workspace decisions lack decision/label/clip_score fields; re-run the decision pass")
-    keep = (inst.decision == Reason.KEPT) & (inst.label >= 0)
+    keep = (inst.decision == Reason.KEPT) & (classes >= 0)
     out: dict[int, list[FrameObject]] = {}
     h, w = inst.image_size
     resize = (h, w) != (video.height, video.width)
@@ -235,9 +238,16 @@ def _predictions(inst: Instances, class_ids: np.ndarray, video: YtvisVideo) -> d
         rle = inst.masks[i]
         rle = _resize(rle, video.height, video.width) if resize else to_coco(rle)
         out.setdefault(int(inst.frame[i]), []).append(
-            FrameObject(int(class_ids[inst.label[i]]), rle, float(inst.clip_score[i]))
+            FrameObject(int(class_ids[classes[i]]), rle, _score(inst, int(i)))
         )
     return out
+
+
+def _score(inst: Instances, i: int) -> float:
+    """The prediction's score: its CLIP score, or its objectness where it has none
+    (class-agnostic decisions)."""
+    s = float(inst.clip_score[i])  # type: ignore[index]
+    return s if np.isfinite(s) else float(inst.objectness[i])
 
 
 def _resize(rle: dict, height: int, width: int) -> dict:

@@ -55,15 +55,9 @@ def video_ids(results: Mapping[str, VideoResult]) -> dict[str, int]:
 
 
 def export_labels(r: VideoResult) -> np.ndarray:
-    """(N,) label exported per instance: the track's voted label if tracked, else its own."""
-    inst = r.instances
-    assert inst.label is not None and inst.track_id is not None
-    out = inst.label.astype(np.int32).copy()
-    by_track = r.track_labels()
-    tracked = np.flatnonzero(inst.track_id >= 0)
-    if len(tracked):
-        out[tracked] = [by_track.get(int(t), int(inst.label[i])) for i, t in zip(tracked, inst.track_id[tracked])]
-    return out
+    """(N,) class exported per instance: ``r.classes`` (:func:`uvis.curation.instance_classes`:
+    the person's class, else the track's class, else its own label)."""
+    return r.classes.astype(np.int32)
 
 
 def instance_columns(r: VideoResult, rows: Sequence[int] | np.ndarray) -> dict[str, list[Any]]:

@@ -342,6 +342,7 @@ def _add_video(fo: Any, ds: Any, name: str, r: VideoResult, media: Path, config_
     )
     sample[VIDEO_FIELD] = name
     sample[SAMPLE_FIELD] = {"name": name, "info": info.to_dict(), "vocabulary": list(r.vocabulary),
+                            "cache_key": r.cache_key,
                             "prompts": list(r.prompts), "config_sha": config_sha, "media_width": mw,
                             "media_height": mh, "uvis_version": uvis.__version__}
     for t in range(info.num_frames):

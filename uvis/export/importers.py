@@ -675,11 +675,15 @@ CURATION_TAGS = ("accept", "reject", "relabel:<class>")
 
 @dataclass(frozen=True)
 class PlannedAction:
-    """A curation action found in a FiftyOne dataset: video, action and its log payload."""
+    """A curation action found in a FiftyOne dataset: video, action, its log payload, and
+    the instance it refers to with provenance (the cache the dataset was exported from and
+    the instance's fingerprint, see :mod:`uvis.curation`)."""
 
     video: str
     action: str
     payload: dict[str, Any]
+    items: tuple[Any, ...] = ()
+    cache_key: str | None = None
 
 
 def import_fiftyone_curation(workspace: Any, dataset_name: str, *, dry_run: bool = False) -> list[PlannedAction]:
@@ -687,10 +691,13 @@ def import_fiftyone_curation(workspace: Any, dataset_name: str, *, dry_run: bool
 
     Error analysis happens in the FiftyOne App; there, tag labels (in
     ``pseudo_labels`` or ``dropped_labels``) with ``reject``, ``accept`` or
-    ``relabel:<class>`` (a class of the vocabulary). Each tagged label is mapped to its
-    workspace instance through its ``proposal_index`` and frame, and logged as the
-    matching curation action (undoable like any other). Tags that are already the
-    effective state of the instance are skipped, so importing twice logs nothing new.
+    ``relabel:<class>`` (a class of the vocabulary). Each tagged label becomes the
+    matching curation action (undoable like any other) for *that* instance: the item
+    names the cache the dataset was exported from and the label's fingerprint (its box
+    and mask as exported), so it applies only to that instance — carried over by mask IoU
+    if the video was re-labelled since, or listed as not applying (``uvis show``, the
+    app), never moved to whatever instance now has the same index. Tags that are already
+    the effective state of the instance are skipped, so importing twice logs nothing new.
 
     Args:
         workspace: a :class:`uvis.workspace.Workspace` holding the exported videos.
@@ -701,9 +708,11 @@ def import_fiftyone_curation(workspace: Any, dataset_name: str, *, dry_run: bool
         The actions logged (or that would be logged).
 
     Raises:
-        BadInputError: unknown dataset or video, a video whose cache no longer matches
-            the dataset, conflicting tags on one label, an unknown class in ``relabel:``.
+        BadInputError: unknown dataset or video, a video whose frames differ from the
+            dataset's, conflicting tags on one label, an unknown class in ``relabel:``.
     """
+    from uvis.curation import cache_key_of, fingerprint, src_frame_of
+    from uvis.db import ItemRef
     from uvis.errors import require
     from uvis.export.fiftyone_export import DROPPED_FIELD, KEPT_FIELD, SAMPLE_FIELD
 
@@ -716,6 +725,7 @@ def import_fiftyone_curation(workspace: Any, dataset_name: str, *, dry_run: bool
     schema = ds.get_frame_field_schema(flat=True)
     exts = ds.values(SAMPLE_FIELD)
     frame_numbers = ds.values("frames.frame_number")
+    tables: dict[str, ImportedVideo] | None = None
     planned: list[PlannedAction] = []
     for s, ext in enumerate(exts):
         info = VideoInfo.from_dict(ext["info"])
@@ -725,12 +735,9 @@ def import_fiftyone_curation(workspace: Any, dataset_name: str, *, dry_run: bool
             raise BadInputError(f"video {name} in dataset '{dataset_name}' is {info.width}x{info.height}x"
                                 f"{info.num_frames} but the workspace's cache is {cache.info.width}x"
                                 f"{cache.info.height}x{cache.info.num_frames}; re-export it")
+        key = ext.get("cache_key") or cache_key_of(cache)  # exports before provenance: the current cache
         vocab = set(ext.get("vocabulary", []))
-        state: dict[tuple[int, int], tuple[str, str | None]] = {}
-        for a in workspace.db.active(name):
-            if a.action in ("accept", "reject", "relabel"):
-                key = (int(a.payload["frame"]), int(a.payload["index"]))
-                state[key] = (a.action, a.payload.get("label"))
+        state = {(e.cache_key or "", e.fingerprint): (e.kind, e.label) for e in workspace.db.effect(name).effects}
         for fld in (KEPT_FIELD, DROPPED_FIELD):
             if f"{fld}.detections.tags" not in schema:
                 continue
@@ -747,20 +754,32 @@ def import_fiftyone_curation(workspace: Any, dataset_name: str, *, dry_run: bool
                         raise BadInputError(f"{where}: conflicting curation tags {wanted}")
                     tag = wanted[0]
                     t, index = fn - 1, int(pidx[f][k])
-                    cache.row(t, index)  # BadInputError if the cache no longer has this instance
-                    payload: dict[str, Any] = {"frame": t, "index": index}
-                    action = tag
+                    payload: dict[str, Any] = {"items": [[t, index]], "scope": "instance"}
+                    action, label = tag, None
                     if tag.startswith("relabel:"):
                         action, label = "relabel", tag.split(":", 1)[1]
                         if label not in vocab:
                             raise BadInputError(f"{where}: tag '{tag}' names a class outside the vocabulary")
                         payload["label"] = label
-                    if state.get((t, index)) == (action, payload.get("label")):
+                    if tables is None:
+                        tables = import_fiftyone_dataset(dataset_name)
+                    inst = tables[name].instances
+                    rows = np.flatnonzero((inst.frame == t) & (tables[name].proposal_index == index))
+                    if not len(rows):
+                        raise BadInputError(f"{where}: the label has no instance in the dataset's tables")
+                    row = int(rows[0])
+                    counts = inst.masks[row]["counts"]
+                    fp = fingerprint(t, inst.boxes[row], counts)
+                    if action == "accept" and inst.label is not None and 0 <= int(inst.label[row]) < len(
+                            tables[name].vocabulary):
+                        label = tables[name].vocabulary[int(inst.label[row])]
+                    if state.get((key, fp)) == (action, label if action != "reject" else None):
                         continue
-                    planned.append(PlannedAction(name, action, payload))
+                    item = ItemRef(t, index, fp, key, src_frame_of(cache, t), counts, label)
+                    planned.append(PlannedAction(name, action, payload, (item,), key))
     if not dry_run:
         for p in planned:
-            workspace.db.log(p.video, p.action, p.payload)
+            workspace.db.log(p.video, p.action, p.payload, cache_key=p.cache_key, items=list(p.items))
     return planned
 
 

@@ -58,22 +58,25 @@ def _kept_rows(r: VideoResult) -> np.ndarray:
 
 
 def _track_groups(r: VideoResult, rows: np.ndarray) -> list[tuple[int, list[list[int]]]]:
-    """Kept rows grouped by track, each split into layers with at most one row per frame.
+    """Kept rows grouped by track and exported class, each split into layers with at most
+    one row per frame.
 
-    Returns ``[(track_id, [layer rows...]), ...]`` sorted by track id; untracked rows
-    (track id -1) are one group each.
+    Returns ``[(track_id, [layer rows...]), ...]`` sorted by track id; a track whose
+    members have different classes (a person labelled some of them otherwise than the
+    track's class) is one group per class; untracked rows (track id -1) are one group each.
     """
     inst = r.instances
-    by_track: dict[int, list[int]] = defaultdict(list)
+    classes = export_labels(r)
+    by_track: dict[tuple[int, int], list[int]] = defaultdict(list)
     singles: list[int] = []
     for row in rows.tolist():
         tid = int(inst.track_id[row])
-        (by_track[tid] if tid >= 0 else singles).append(row)
+        (by_track[(tid, int(classes[row]))] if tid >= 0 else singles).append(row)
     out: list[tuple[int, list[list[int]]]] = []
-    for tid in sorted(by_track):
+    for tid, cls in sorted(by_track):
         layers: list[list[int]] = []
         seen: dict[int, int] = defaultdict(int)  # frame -> members placed so far
-        for row in by_track[tid]:
+        for row in by_track[(tid, cls)]:
             t = int(inst.frame[row])
             k = seen[t]
             seen[t] += 1

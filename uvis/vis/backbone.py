@@ -79,11 +79,11 @@ class BottleneckBlock(nn.Module):
         self.conv3 = ConvFrozenBN(bottleneck_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.conv1(x))
-        out = F.relu(self.conv2(out))
+        out = F.relu_(self.conv1(x))
+        out = F.relu_(self.conv2(out))
         out = self.conv3(out)
         out = out + (x if self.shortcut is None else self.shortcut(x))
-        return F.relu(out)
+        return F.relu_(out)
 
 
 class BasicStem(nn.Module):
@@ -94,7 +94,7 @@ class BasicStem(nn.Module):
         self.conv1 = ConvFrozenBN(3, 64, 7, stride=2, padding=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(F.relu(self.conv1(x)), kernel_size=3, stride=2, padding=1)
+        return F.max_pool2d(F.relu_(self.conv1(x)), kernel_size=3, stride=2, padding=1)
 
 
 class ResNet50(nn.Module):
@@ -116,7 +116,8 @@ class ResNet50(nn.Module):
             in_ch, mid, out = out, mid * 2, out * 2
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.stem(x)
+        """Runs channels-last (faster convolutions on CPU); the outputs are channels-last too."""
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
         outputs: dict[str, torch.Tensor] = {}
         for name in FEATURE_CHANNELS:
             x = getattr(self, name)(x)

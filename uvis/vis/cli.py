@@ -40,14 +40,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--workspace", "-w", help="also import the predictions into this workspace as proposals")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (AMP float16 on CUDA)")
     p.add_argument("--tracking", choices=["minvis", "memory"], default="minvis",
-                   help="minvis: match each frame to the previous one (reference); memory: tracking memory")
+                   help="minvis: match each frame to the previous one (reference); memory: tracking memory "
+                        "with the config's tracker.memory_lambda")
     p.add_argument("--top-k", type=int, default=10, help="predictions per video (default 10)")
     p.add_argument("--short-side", type=int, help="test-time short side (default 360)")
     p.add_argument("--vocabulary", help="class names: preset (ytvis2019, ytvis2021, ovis) or comma-separated")
     p.add_argument("--max-frames", type=int, help="process at most N frames per video")
     p.add_argument("--stride", type=int, help="keep every N-th frame")
     p.add_argument("--embedder", choices=["clip", "efficientnet"], help="embedder for the workspace import")
-    p.add_argument("--config", help="config file for the workspace import (default: the workspace's latest)")
+    p.add_argument("--config", help="config (video reading, tracker lambda, workspace import); "
+                                    "default: the workspace's latest, else the defaults")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--round", type=int, help="self-training (uvis.vis.rounds): predict the workspace's videos of the "
                                              "previous round with --model (a training run folder or weights) and "
@@ -90,7 +92,25 @@ def _video_config(args: argparse.Namespace, base: Any) -> Any:
     return replace(base, **changes)
 
 
-def _predict_one(model: Any, path: Path, vcfg: Any, args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]:
+def _base_config(args: argparse.Namespace) -> Any:
+    """``--config``, else the workspace's latest config (when it exists), else the defaults."""
+    from uvis.config import Config
+
+    if args.config:
+        return Config.load(args.config)
+    if args.workspace and Path(args.workspace, "uvis.sqlite").is_file():
+        from uvis.workspace import Workspace
+
+        ws = Workspace(args.workspace)
+        try:
+            return ws.current_config()
+        finally:
+            ws.close()
+    return Config()
+
+
+def _predict_one(model: Any, path: Path, vcfg: Any, args: argparse.Namespace,
+                 memory_lambda: float | None = None) -> tuple[Any, list[dict[str, Any]]]:
     from uvis.video import open_video
 
     with open_video(path, stride=vcfg.stride, max_frames=vcfg.max_frames, max_side=vcfg.max_side) as reader:
@@ -102,7 +122,7 @@ def _predict_one(model: Any, path: Path, vcfg: Any, args: argparse.Namespace) ->
             bar = tqdm(total=info.num_frames, unit="frame", desc=info.name, file=sys.stderr)
         try:
             preds = model.predict_video((frame for _, frame in reader.frames()), top_k=args.top_k,
-                                        tracking=args.tracking,
+                                        tracking=args.tracking, memory_lambda=memory_lambda,
                                         progress=None if bar is None else (lambda n: bar.update(n - bar.n)))
         finally:
             if bar is not None:
@@ -131,8 +151,7 @@ def index_path(out: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out ``predict``; returns the exit code (errors are raised as BadInputError)."""
-    from uvis.config import Config
-    from uvis.fsutil import atomic_write_json
+    from uvis.formats.ytvis import write_ytvis_dataset, write_ytvis_results
     from uvis.video import find_videos
     from uvis.vis.checkpoint import load_model
     from uvis.vis.config import MinVISConfig
@@ -159,13 +178,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = MinVISConfig() if args.short_side is None else MinVISConfig(test_short_side=args.short_side)
     model = load_model(args.model, device=device, cfg=cfg, progress=not args.quiet)
     classes = vocabulary_for(args.model, model.num_classes, args.vocabulary)
-    base = Config.load(args.config) if args.config else Config()
+    base = _base_config(args)
     vcfg = _video_config(args, base.video)
     results: list[dict[str, Any]] = []
     videos: list[dict[str, Any]] = []
     infos = []
     for video_id, path in enumerate(inputs, start=1):
-        info, preds = _predict_one(model, path, vcfg, args)
+        info, preds = _predict_one(model, path, vcfg, args, base.tracker.memory_lambda)
         results.extend(results_entries(video_id, preds))
         videos.append(videos_entry(video_id, info))
         infos.append((path, info))
@@ -173,11 +192,11 @@ def run(args: argparse.Namespace) -> int:
               f"(best {preds[0]['score']:.3f} {classes[preds[0]['label']]})" if preds else
               f"{info.name}: {info.num_frames} frames, no predictions")
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(index_path(out), {
+    write_ytvis_dataset(index_path(out), {
         "info": {"description": f"videos of the predictions in {out.name} (model {args.model})"},
         "videos": videos, "annotations": [],
         "categories": [{"id": i + 1, "name": c, "supercategory": "object"} for i, c in enumerate(classes)]})
-    atomic_write_json(out, results)
+    write_ytvis_results(out, results)
     print(f"wrote {len(results)} predictions for {len(videos)} video(s) to {out} (videos: {index_path(out)})")
     if args.workspace:
         import_predictions(args, out, infos, vcfg)

@@ -12,7 +12,9 @@ Forward over B images: memory level l = [1/32, 1/16, 1/8][l] flattened to (h_l w
 (Q, B, D) with position ``query_embed``. Prediction heads (applied to ``decoder_norm(x)``):
 class logits (B, Q, C + 1) and mask logits ``mask_embed(x) . mask_features`` (B, Q, H/4, W/4); the
 attention mask of the next layer is ``sigmoid(bilinear(mask, size of that layer's level)) < 0.5``
-(a query whose mask would hide every position attends everywhere). Layer i (level i % 3):
+(a query whose mask would hide every position attends everywhere). Attention runs through
+``F.scaled_dot_product_attention`` with the ``nn.MultiheadAttention`` modules' weights (the mask is
+shared by the heads). Layer i (level i % 3):
 masked cross-attention -> self-attention -> FFN, each residual + post LayerNorm.
 """
 from __future__ import annotations
@@ -29,6 +31,31 @@ NUM_LEVELS = 3
 """Feature levels the decoder cycles through (always 3 in Mask2Former)."""
 
 
+def multi_head_attention(attn: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                         allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """``nn.MultiheadAttention`` (its weights, dropout 0) through ``F.scaled_dot_product_attention``.
+
+    Args:
+        query: (Lq, B, E); key, value: (Lk, B, E) (sequence first, as the module's default).
+        allowed: optional (B, Lq, Lk) bool, True where a query may attend (shared by the heads,
+            so no per-head copy of the mask is made).
+    Returns:
+        (Lq, B, E).
+    """
+    lq, b, e = query.shape
+    heads = attn.num_heads
+    w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
+
+    def split(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, w, bias).view(x.shape[0], b, heads, e // heads).permute(1, 2, 0, 3)  # (B, h, L, d)
+
+    mask = None if allowed is None else allowed.unsqueeze(1)
+    out = F.scaled_dot_product_attention(split(query, w_q, b_q), split(key, w_k, b_k), split(value, w_v, b_v),
+                                         attn_mask=mask)
+    return attn.out_proj(out.permute(2, 0, 1, 3).reshape(lq, b, e))
+
+
 class SelfAttentionLayer(nn.Module):
     """Self-attention among queries (q = k = x + pos, v = x), residual, LayerNorm (post or pre)."""
 
@@ -42,7 +69,7 @@ class SelfAttentionLayer(nn.Module):
         """``x``, ``query_pos``: (Q, B, D) -> (Q, B, D)."""
         h = self.norm(x) if self.pre_norm else x
         qk = h + query_pos
-        out = x + self.self_attn(qk, qk, value=h, need_weights=False)[0]
+        out = x + multi_head_attention(self.self_attn, qk, qk, h)
         return out if self.pre_norm else self.norm(out)
 
 
@@ -55,13 +82,12 @@ class CrossAttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.pre_norm = pre_norm
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, attn_mask: torch.Tensor | None,
-                pos: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
-        """``x`` (Q, B, D), ``memory`` / ``pos`` (HW, B, D), ``attn_mask`` (B * heads, Q, HW) bool
-        (True = may not attend) -> (Q, B, D)."""
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, allowed: torch.Tensor | None,
+                memory_with_pos: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+        """``x`` (Q, B, D), ``memory`` and ``memory_with_pos`` (= memory + position; the keys)
+        (HW, B, D), ``allowed`` (B, Q, HW) bool (True = may attend) -> (Q, B, D)."""
         h = self.norm(x) if self.pre_norm else x
-        out = x + self.multihead_attn(h + query_pos, memory + pos, value=memory, attn_mask=attn_mask,
-                                      need_weights=False)[0]
+        out = x + multi_head_attention(self.multihead_attn, h + query_pos, memory_with_pos, memory, allowed)
         return out if self.pre_norm else self.norm(out)
 
 
@@ -124,14 +150,16 @@ class MaskedTransformerDecoder(nn.Module):
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
 
-    def heads(self, x: torch.Tensor, mask_features: torch.Tensor,
-              target_hw: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def heads(
+        self, x: torch.Tensor, mask_features: torch.Tensor, target_hw: tuple[int, int] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Prediction heads on queries ``x`` (Q, B, D).
 
         Returns:
             class logits (B, Q, C + 1), mask logits (B, Q, H/4, W/4), the normed queries
-            (B, Q, D) and the attention mask (B * heads, Q, h * w) bool for ``target_hw``
-            (None when ``target_hw`` is None).
+            (B, Q, D) and the cross-attention mask of the next layer for ``target_hw``:
+            (B, Q, h * w) bool, True where ``sigmoid(mask) >= 0.5`` (may attend), a row with no
+            True set to all True (None when ``target_hw`` is None).
         """
         normed = self.decoder_norm(x).transpose(0, 1)
         logits = self.class_embed(normed)
@@ -139,10 +167,10 @@ class MaskedTransformerDecoder(nn.Module):
         masks = torch.einsum("bqc,bchw->bqhw", embed, mask_features)
         if target_hw is None:
             return logits, masks, normed, None
-        small = F.interpolate(masks, size=target_hw, mode="bilinear", align_corners=False)
-        attn = (small.sigmoid().flatten(2) < 0.5).detach()  # (B, Q, hw)
-        attn = attn.unsqueeze(1).expand(-1, self.num_heads, -1, -1).flatten(0, 1)
-        return logits, masks, normed, attn
+        small = F.interpolate(masks.detach(), size=target_hw, mode="bilinear", align_corners=False)
+        allowed = ~(small.sigmoid().flatten(2) < 0.5)  # (B, Q, hw); the reference's mask is its negation
+        allowed |= ~allowed.any(-1, keepdim=True)
+        return logits, masks, normed, allowed
 
     def forward(self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor) -> dict[str, Any]:
         """
@@ -158,11 +186,12 @@ class MaskedTransformerDecoder(nn.Module):
             raise ValueError(f"the decoder needs {NUM_LEVELS} feature levels, got {len(multi_scale)}")
         sizes = [(int(f.shape[2]), int(f.shape[3])) for f in multi_scale]
         b, d = multi_scale[0].shape[:2]
-        memory, pos = [], []
+        memory, keys = [], []
         for i, f in enumerate(multi_scale):
-            memory.append((f.flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1))
+            mem = (f.flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1).contiguous()
             pe = sine_position_embedding(*sizes[i], d // 2, device=f.device, dtype=f.dtype)
-            pos.append(pe.flatten(1).t().unsqueeze(1).expand(-1, b, -1))
+            memory.append(mem)
+            keys.append(mem + pe.flatten(1).t().unsqueeze(1))  # (hw, B, D): keys = memory + position
         query_pos = self.query_embed.weight.unsqueeze(1).expand(-1, b, -1)
         x = self.query_feat.weight.unsqueeze(1).expand(-1, b, -1)
         logits, masks, normed, attn = self.heads(x, mask_features, sizes[0])
@@ -170,9 +199,7 @@ class MaskedTransformerDecoder(nn.Module):
         for i in range(self.num_layers):
             aux.append({"pred_logits": logits, "pred_masks": masks})
             level = i % NUM_LEVELS
-            assert attn is not None
-            attn = attn & ~attn.all(-1, keepdim=True)
-            x = self.transformer_cross_attention_layers[i](x, memory[level], attn, pos[level], query_pos)
+            x = self.transformer_cross_attention_layers[i](x, memory[level], attn, keys[level], query_pos)
             x = self.transformer_self_attention_layers[i](x, query_pos)
             x = self.transformer_ffn_layers[i](x)
             last = i == self.num_layers - 1

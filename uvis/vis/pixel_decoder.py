@@ -132,4 +132,5 @@ class MSDeformAttnPixelDecoder(nn.Module):
             lateral = self.adapter_1(features["res2"].float())
             y = lateral + F.interpolate(encoded[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
             fine = self.layer_1(y)
-            return self.mask_features(fine), encoded
+            # plain (N, C, H, W) layout: the decoder reshapes the mask features on every layer
+            return self.mask_features(fine).contiguous(), encoded

@@ -19,8 +19,10 @@ def make_curated_workspace(root: str | Path, video: str | Path, *, max_frames: i
     from uvis.runner import Runner
     from uvis.workspace import Workspace
 
+    # label by example (not the class-agnostic default): only what a person labelled, and
+    # what resembles it, is kept
     cfg = Config.from_dict({"proposer": {"backend": "motion"}, "embedder": {"backend": "efficientnet"},
-                            "video": {"max_frames": max_frames}})
+                            "video": {"max_frames": max_frames}, "labeler": {"label_source": "examples"}})
     ws = Workspace(root)
     try:
         ws.db.save_config(cfg.to_json(), note="label")
