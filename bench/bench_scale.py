@@ -124,7 +124,7 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def measure_child(root: str) -> None:
+def measure_child(root: str, repeats: int) -> None:
     """Run in a fresh subprocess: open, decide, re-decide; prints one JSON line."""
     from uvis.pipeline import open_project
 
@@ -142,7 +142,7 @@ def measure_child(root: str) -> None:
     first_s = time.perf_counter() - t0
     whole, one = [], []
     one_video = [next(iter(project.caches))]
-    for thr in THRESHOLDS[:3]:
+    for thr in THRESHOLDS[:repeats]:
         t0 = time.perf_counter()
         project.decide(cfg.replace(filters__clip_threshold=thr, filters__objectness_threshold=thr))
         whole.append(time.perf_counter() - t0)
@@ -158,8 +158,9 @@ def measure_child(root: str) -> None:
     ws.close()
 
 
-def measure(root: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(root)], capture_output=True, text=True)
+def measure(root: Path, repeats: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", str(root), "--repeats", str(repeats)],
+                         capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"measurement of {root} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -171,23 +172,26 @@ def _line(label: str, r: dict) -> str:
             f" | re-decide one video {r['one_s'] * 1000:7.1f} ms")
 
 
-def run_size(videos: int, frames: int, per_frame: int, text: np.ndarray, tmp: Path) -> dict[str, dict]:
+def run_size(videos: int, frames: int, per_frame: int, text: np.ndarray, tmp: Path, *, repeats: int = 3,
+             per_frame_files: bool = True) -> dict[str, dict]:
     root = tmp / f"ws{videos}x{frames}"
     t0 = time.perf_counter()
     dirs = build(root, videos, frames, per_frame, text)
     build_s = time.perf_counter() - t0
     print(f"{videos} videos x {frames} frames x {per_frame} proposals ({videos * frames * per_frame:,} instances), "
           f"built in {build_s:.1f} s", flush=True)
-    frames_r = measure(root)
-    print(_line("per-frame", frames_r), flush=True)
+    frames_r = measure(root, repeats) if per_frame_files else None
+    if frames_r is not None:
+        print(_line("per-frame", frames_r), flush=True)
     t0 = time.perf_counter()
     for d in dirs:
         consolidate(d)
     cons_s = time.perf_counter() - t0
-    cols_r = measure(root)
+    cols_r = measure(root, repeats)
     print(_line("columns", cols_r) + f"   (consolidation {cons_s:.1f} s)", flush=True)
-    ratio = {k: frames_r[k] / max(cols_r[k], 1e-9) for k in ("open_s", "first_s", "whole_s", "one_s")}
-    print("  per-frame/columns: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratio.items()), flush=True)
+    if frames_r is not None:
+        ratio = {k: frames_r[k] / max(cols_r[k], 1e-9) for k in ("open_s", "first_s", "whole_s", "one_s")}
+        print("  per-frame/columns: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratio.items()), flush=True)
     import shutil
 
     shutil.rmtree(root, ignore_errors=True)
@@ -200,10 +204,13 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--instances", type=int, default=20)
     ap.add_argument("--long-frames", type=int, default=1000, help="frames of the single-video case (0: skip)")
+    ap.add_argument("--repeats", type=int, default=3, help="whole-project re-decides per size (median)")
+    ap.add_argument("--frames-files-up-to", type=int, default=10**9,
+                    help="measure per-frame files only for sizes up to this many videos (columns always)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        measure_child(args.child)
+        measure_child(args.child, max(1, min(args.repeats, len(THRESHOLDS))))
         return
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -214,10 +221,13 @@ def main() -> None:
     results: dict[int, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
-            results[n] = run_size(n, args.frames, args.instances, text, Path(tmp))
+            results[n] = run_size(n, args.frames, args.instances, text, Path(tmp), repeats=args.repeats,
+                                  per_frame_files=n <= args.frames_files_up_to)
         if len(sizes) > 1:
             small, big = min(sizes), max(sizes)
             for kind in ("frames", "columns"):
+                if results[big][kind] is None or results[small][kind] is None:
+                    continue
                 r = results[big][kind]["one_s"] / results[small][kind]["one_s"]
                 print(f"one-video re-decide, {big} vs {small} videos ({kind}): {r:.2f}x (target <= 1.5x)")
         if args.long_frames:

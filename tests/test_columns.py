@@ -140,6 +140,9 @@ def test_extended_cache_reads_columns_then_frames_and_reconsolidates(tmp_path):
     CacheWriter(d, _meta("v", 6))
     short = VideoCache.load(d)
     assert short.num_cached == 6 and short.complete and short.frame_slices == full.frame_slices[:6]
+    assert consolidate(d) == d / "columns-000016" and not (d / "columns-000006").exists()  # nothing dropped
+    CacheWriter(d, _meta("v", 16))
+    _assert_same_cache(full, VideoCache.load(d))
     ws.close()
     ref.close()
 

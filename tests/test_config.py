@@ -57,3 +57,17 @@ def test_save_load_yaml_and_json(tmp_path):
         Config.load(tmp_path / "bad.json")
     assert json.loads(c.to_json())["filters"]["clip_threshold"] == 0.55
     assert DEFAULT_TEMPLATES[2] == "a photo of {} moving"
+
+
+def test_prompts_memo_follows_vocabulary_and_template_edits():
+    cfg = Config().replace(labeler__vocabulary=["earless_seal", "cat"], labeler__templates=["a {}", "{} here"])
+    first = cfg.prompts()
+    assert first == ["a earless seal", "earless seal here", "a cat", "cat here"]
+    first.append("mutated by a caller")
+    assert cfg.prompts() == ["a earless seal", "earless seal here", "a cat", "cat here"]
+    cfg.labeler.vocabulary = ["dog"]  # edited in place: the memo must not answer for the old vocabulary
+    assert cfg.prompts() == ["a dog", "dog here"]
+    cfg.labeler.templates = ["{}"]
+    assert cfg.prompts() == ["dog"]
+    assert cfg.replace(labeler__vocabulary=["cow"]).prompts() == ["cow"] and cfg.prompts() == ["dog"]
+    assert "_prompts_memo" not in json.dumps(cfg.to_dict())  # never saved with the results

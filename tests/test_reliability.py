@@ -137,7 +137,7 @@ def test_explicit_names_refused_when_taken_or_unsafe(tmp_path, example_video, em
     runner.label_video(v1)
     with pytest.raises(BadInputError, match="already belongs to another video"):
         runner.label_video(v2, name="clip")
-    for bad in ("../../x", "a/b", "..", ".hidden", "", "x" * 200):
+    for bad in ("../../x", "a/b", "..", ".hidden", "", "x" * 300, "名前"):
         with pytest.raises(BadInputError, match="is not allowed"):
             runner.label_video(v2, name=bad)
     assert not (tmp_path / "x").exists() and not (ws.root.parent / "x").exists()
@@ -412,3 +412,87 @@ def test_no_importorskip_of_own_modules():
             if own.search(line):
                 offenders.append(f"{path.name}:{n}")
     assert not offenders, offenders
+
+
+# ============================================================================ cleanup and refusal (13.5)
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _plant_temporaries(folder: Path, stem: str, suffix: str, dead: int, reused: int) -> dict[str, Path]:
+    """Leftovers of killed writers: a dead PID, a reused PID (alive, but the process
+    started after the file was last written), and one of a live writer that must stay."""
+    from uvis.fsutil import TMP_MARK
+
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {"dead": folder / f".{stem}{TMP_MARK}{dead}-0000dead{suffix}",
+            "reused": folder / f".{stem}{TMP_MARK}{reused}-0000beef{suffix}",
+            "live": folder / f".{stem}{TMP_MARK}1-0000aaaa{suffix}"}  # PID 1 runs since before the file
+    for p in made.values():
+        p.write_bytes(b"partial")
+    past = os.path.getmtime(made["reused"]) - 3600
+    os.utime(made["reused"], (past, past))
+    return made
+
+
+@pytest.mark.parametrize("to", ["ytvis", "coco"])
+def test_json_exports_refuse_existing_out_and_clean_dead_temporaries(tmp_path, to):
+    from test_export_common import build_workspace
+
+    from uvis.cli import main
+
+    ws = build_workspace(tmp_path, videos=("alpha",))
+    out = tmp_path / ("out.json" if to == "ytvis" else "coco")
+    extra = ["--frames", str(tmp_path / "frames")] if to == "ytvis" else []
+    args = ["export", "-w", str(ws), "--to", to, "--out", str(out), "--quiet", *extra]
+    assert main(args) == 0
+    target = out if to == "ytvis" else out / "annotations.json"
+    first = target.read_bytes()
+    assert main(args) == 2  # an existing --out is refused, untouched
+    assert target.read_bytes() == first
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live, reused PID
+    try:
+        planted = _plant_temporaries(target.parent, target.stem, ".json", _dead_pid(), sleeper.pid)
+        frames_parent = tmp_path / "frames" if to == "ytvis" else out / "images"
+        aside = frames_parent / f".alpha.uvis-tmp-{_dead_pid()}-0000cafe.old"  # a killed swap's old folder
+        os.replace(frames_parent / "alpha", aside)
+        assert main([*args, "--overwrite"]) == 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not planted["dead"].exists() and not planted["reused"].exists() and planted["live"].exists()
+    assert (frames_parent / "alpha").is_dir() and not aside.exists()
+    assert json.loads(target.read_text())
+    planted["live"].unlink()
+    leftovers = [p for p in tmp_path.rglob("*") if ".uvis-tmp-" in p.name]
+    assert leftovers == []
+
+
+def test_killed_fiftyone_overwrite_is_restored_on_next_access(tmp_path, monkeypatch):
+    fo = pytest.importorskip("fiftyone")
+    from test_export_common import build_workspace, decide
+
+    from uvis.cli import main
+    from uvis.export import fiftyone_export as fe
+
+    ws = build_workspace(tmp_path, videos=("alpha",))
+    name = f"uvis-reliability-{os.getpid()}"
+    fe.export_fiftyone(decide(ws), name, media_dir=tmp_path / "media")
+    n_before = len(fo.load_dataset(name))
+    dead = _dead_pid()
+    # what a kill inside the overwrite's swap leaves: the old dataset aside, the new one unnamed
+    fo.load_dataset(name).name = f"{name}{fe.OLD_MARK}{dead}-0000dead"
+    fo.Dataset(f"{name}{fe.TMP_MARK}{dead}-0000beef", persistent=True)
+    media_tmp = tmp_path / "media" / f".alpha.uvis-tmp-{dead}-0000f00d.mp4"
+    media_tmp.write_bytes(b"half a video")
+    assert not fo.dataset_exists(name)
+    # the next access (here: importing curation back) finds the dataset, not "does not exist"
+    assert main(["import", "-w", str(ws), "--fiftyone", name, "--dry-run"]) == 0
+    assert fo.dataset_exists(name) and len(fo.load_dataset(name)) == n_before
+    assert [n for n in fo.list_datasets() if n.startswith(name + ".")] == []
+    assert main(["export", "-w", str(ws), "--to", "fiftyone", "--dataset", name, "--overwrite", "--quiet",
+                 "--media-dir", str(tmp_path / "media")]) == 0
+    assert not media_tmp.exists()
+    fo.delete_dataset(name)

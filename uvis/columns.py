@@ -194,7 +194,8 @@ def consolidate(cache_dir: str | Path, *, keep_frames: bool = False) -> Path | N
     what was read, renames them into place, then removes older column sets and (unless
     ``keep_frames``) the per-frame files now covered. Returns None, changing nothing, when
     the cache is incomplete (the per-frame files keep serving it). A cache already
-    consolidated returns its column folder.
+    consolidated returns its column folder, also when that holds more frames than the
+    cache's current ``meta.json`` (a shorter run of the same settings), which is kept.
 
     Raises:
         ColumnsError: the written columns do not read back equal (nothing is removed).
@@ -210,6 +211,8 @@ def consolidate(cache_dir: str | Path, *, keep_frames: bool = False) -> Path | N
     dim = cache.meta.embedding_dim
     target = cache_dir / columns_dir_name(t)
     current = latest_columns(cache_dir, dim)
+    if current is not None and current.num_frames > t:  # a shorter run (fewer max_frames): keep the longer set
+        return current.path
     if current is None or current.path != target:
         offsets = np.zeros(t + 1, np.int64)
         offsets[1:] = [sl.stop for sl in cache.frame_slices]

@@ -258,8 +258,18 @@ class Config:
         return Config.from_dict(data)
 
     def prompts(self) -> list[str]:
-        """All prompts, class-major: prompt index = class_index * len(templates) + template_index."""
-        return [t.format(display_name(c)) for c in self.labeler.vocabulary for t in self.labeler.templates]
+        """All prompts, class-major: prompt index = class_index * len(templates) + template_index.
+
+        Memoised on this config for its current vocabulary and templates: a decision pass
+        asks once per video, and formatting 40 x 7 prompts thousands of times per slider
+        move was seconds at dataset scale (bench/bench_scale.py)."""
+        key = (tuple(self.labeler.vocabulary), tuple(self.labeler.templates))
+        memo = self.__dict__.get("_prompts_memo")
+        if memo is None or memo[0] != key:
+            names = [display_name(c) for c in key[0]]
+            memo = (key, [t.format(n) for n in names for t in key[1]])
+            self.__dict__["_prompts_memo"] = memo
+        return list(memo[1])
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:

@@ -74,21 +74,65 @@ def is_stale_temp(path: str | Path, *, max_age_s: float = DEFAULT_MAX_TEMP_AGE_S
                   now: float | None = None) -> bool:
     """Whether ``path`` is a temporary of ours that no running writer can still own.
 
-    True when the name carries our mark and either its PID is not alive or its
-    modification time is older than ``max_age_s``. Temporaries of the calling process
-    are never stale (its own writers may be running in other threads) unless too old.
+    True when the name carries our mark and either its modification time is older than
+    ``max_age_s`` or its writer is gone (:func:`owner_gone`: the PID is not alive, or is
+    alive but was reused by a process started after the file was last written).
+    Temporaries of the calling process are never stale (its own writers may be running
+    in other threads) unless too old.
     """
     path = Path(path)
     pid = temp_pid(path)
     if pid is None:
         return False
     try:
-        age = (time.time() if now is None else now) - path.lstat().st_mtime
+        mtime = path.lstat().st_mtime
     except FileNotFoundError:
         return False
-    if age > max_age_s:
+    if (time.time() if now is None else now) - mtime > max_age_s:
         return True
-    return pid != os.getpid() and not pid_alive(pid)
+    return pid != os.getpid() and owner_gone(pid, mtime)
+
+
+def process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), read from ``/proc``; None
+    where unknown (no such process, not Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22 of proc(5), counted after "pid (comm)"
+        btime = next(int(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines()
+                     if ln.startswith("btime"))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def owner_gone(pid: int, since: float) -> bool:
+    """Whether the process that made something at time ``since`` (epoch seconds) is gone:
+    no process has that PID, or the one that has it started later (the PID was reused)."""
+    if not pid_alive(pid):
+        return True
+    started = process_start_time(pid)
+    return started is not None and started > since + 2.0  # /proc's boot time is whole seconds
+
+
+def restore_stale_aside(folder: str | Path, *, max_age_s: float = DEFAULT_MAX_TEMP_AGE_S) -> list[Path]:
+    """Move folders that a killed :func:`atomic_dir` left aside (``….uvis-tmp-<pid>-<rand>.old``)
+    back to their name when nothing took it since; returns the restored paths.
+
+    Call it before :func:`clean_stale_temps`, which deletes what is left."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    restored = []
+    for p in sorted(folder.glob(f".*{TMP_MARK}*.old")):
+        m = _TMP_RE.match(p.name)
+        if m is None or not m.group("tag") or not is_stale_temp(p, max_age_s=max_age_s):
+            continue
+        target = folder / m.group("name")
+        if not target.exists():
+            os.replace(p, target)
+            restored.append(target)
+    return restored
 
 
 def clean_stale_temps(folder: str | Path, *, max_age_s: float = DEFAULT_MAX_TEMP_AGE_S,
@@ -111,6 +155,39 @@ def clean_stale_temps(folder: str | Path, *, max_age_s: float = DEFAULT_MAX_TEMP
             p.unlink(missing_ok=True)
         removed.append(p)
     return removed
+
+
+def clean_stale_siblings(path: str | Path) -> list[Path]:
+    """Remove the stale temporaries of one target ``path`` (what killed writers of it left);
+    a folder a killed :func:`atomic_dir` moved aside is first restored if ``path`` is missing.
+    :func:`atomic_open` (the JSON and text writers) and :func:`atomic_dir` call this, so a
+    re-run never accumulates its predecessors' leftovers."""
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        return []
+    removed: list[Path] = []
+    for p in sorted(folder.glob(f".{glob_escape(path.stem)}{TMP_MARK}*")) + sorted(
+            folder.glob(f".{glob_escape(path.name)}{TMP_MARK}*")):
+        m = _TMP_RE.match(p.name)
+        if m is None or m.group("name") not in (path.stem, path.name) or not p.exists() or not is_stale_temp(p):
+            continue
+        if m.group("tag") and m.group("name") == path.name and not path.exists():
+            os.replace(p, path)  # the complete old folder, left aside by a killed swap
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob metacharacters escaped (``[``, ``*``, ``?``)."""
+    import glob
+
+    return glob.escape(text)
 
 
 def fsync_path(path: str | Path) -> None:
@@ -166,6 +243,8 @@ def atomic_open(path: str | Path, mode: str = "w", *, encoding: str | None = "ut
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', not {mode!r}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_siblings(path)  # not in atomic_path: that one writes cache frames, thousands per folder
     with atomic_path(path, durable=durable) as tmp:
         with open(tmp, mode, encoding=None if "b" in mode else encoding) as fh:
             yield fh
@@ -211,6 +290,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_siblings(path)
     tmp = temp_sibling(path, keep_suffix=False)
     tmp.mkdir()
     try:

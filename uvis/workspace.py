@@ -33,7 +33,7 @@ from uvis.errors import BadInputError
 from uvis.fsutil import atomic_write_json, clean_stale_temps
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_VALID_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_VALID_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 SOURCE_FILE = "source.json"
 _MAX_SUFFIX = 10_000
 
@@ -47,11 +47,12 @@ def video_name_for(path: str | Path) -> str:
 
 
 def check_video_name(name: str) -> str:
-    """``name`` if it is a safe video name (a single folder name: letters, digits, ``._-``,
-    starting with a letter or digit, at most 128 characters); else :class:`BadInputError`."""
+    """``name`` if it is a safe video name (one folder name of letters, digits and ``._-``,
+    not starting with a dot, at most 200 characters); else :class:`BadInputError`."""
     if not isinstance(name, str) or not _VALID_NAME.fullmatch(name) or name in (".", ".."):
-        raise BadInputError(f"video name {name!r} is not allowed: use letters, digits, '.', '_' and '-' only, "
-                            "starting with a letter or digit, at most 128 characters (e.g. "
+        shown = repr(name) if len(str(name)) <= 60 else f"{str(name)[:40]!r}... ({len(str(name))} characters)"
+        raise BadInputError(f"video name {shown} is not allowed: use letters, digits, '.', '_' and '-' only, "
+                            "not starting with a dot, at most 200 characters (e.g. "
                             f"{video_name_for(str(name))!r})")
     return name
 

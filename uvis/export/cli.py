@@ -1,8 +1,8 @@
 """``python -m uvis export`` and ``python -m uvis import``.
 
     python -m uvis export --workspace W [--video NAME ...] --to fiftyone --dataset NAME [--overwrite|--append]
-    python -m uvis export --workspace W --to ytvis --out FILE.json [--results FILE.json] [--frames DIR]
-    python -m uvis export --workspace W --to coco --out DIR
+    python -m uvis export --workspace W --to ytvis --out FILE.json [--results FILE.json] [--frames DIR] [--overwrite]
+    python -m uvis export --workspace W --to coco --out DIR [--overwrite]
     python -m uvis import --workspace W --ytvis FILE.json --frames DIR
     python -m uvis import --workspace W --fiftyone DATASET [--dry-run]
 
@@ -32,7 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--to", required=True, choices=["fiftyone", "ytvis", "coco"], help="export format")
     e.add_argument("--dataset", help="fiftyone: the dataset name")
     mode = e.add_mutually_exclusive_group()
-    mode.add_argument("--overwrite", action="store_true", help="fiftyone: replace an existing dataset")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="replace an existing dataset (fiftyone) or existing output files and frame folders "
+                           "(ytvis, coco); without it an existing output is refused")
     mode.add_argument("--append", action="store_true", help="fiftyone: add the videos to an existing dataset")
     e.add_argument("--media-dir", help="fiftyone: folder for the H.264 videos "
                                        "(default <workspace>/exports/fiftyone_media)")
@@ -82,11 +84,38 @@ def _check_args(args: argparse.Namespace) -> None:
     for key in need:
         if not getattr(args, key):
             raise BadInputError(f"--to {to} needs --{key}")
-    only = {"dataset": "fiftyone", "overwrite": "fiftyone", "append": "fiftyone", "media_dir": "fiftyone",
+    only = {"dataset": "fiftyone", "append": "fiftyone", "media_dir": "fiftyone",
             "launch": "fiftyone", "results": "ytvis", "frames": "ytvis"}
     for key, fmt in only.items():
         if getattr(args, key) and fmt != to:
             raise BadInputError(f"--{key.replace('_', '-')} applies to --to {fmt} only")
+
+
+def _json_outputs(args: argparse.Namespace, videos: list[str]) -> tuple[list[Path], list[Path]]:
+    """(files, folders) a ``ytvis``/``coco`` export writes: what ``--overwrite`` guards."""
+    out = Path(args.out)
+    if args.to == "coco":
+        return [out / "annotations.json"], [out / "images" / v for v in videos]
+    files = [out] + ([Path(args.results)] if args.results else [])
+    return files, ([Path(args.frames) / v for v in videos] if args.frames else [])
+
+
+def _prepare_json_outputs(args: argparse.Namespace, videos: list[str]) -> None:
+    """Clean what killed exports left beside the outputs, then refuse existing outputs
+    unless ``--overwrite`` (as for FiftyOne datasets)."""
+    from uvis.fsutil import clean_stale_temps, restore_stale_aside
+
+    files, folders = _json_outputs(args, videos)
+    for parent in sorted({p.parent for p in files + folders}):
+        restore_stale_aside(parent)
+        clean_stale_temps(parent)
+    existing = [p for p in files + folders if p.exists()]
+    if existing and not args.overwrite:
+        shown = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise BadInputError(f"{shown} already exist(s); pass --overwrite to replace, or choose another --out")
+    for p in files:
+        if p.is_dir():
+            raise BadInputError(f"{p} is a folder; --out/--results name the JSON file to write")
 
 
 def _decide(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
@@ -117,6 +146,8 @@ def run_export(args: argparse.Namespace) -> int:
     ws, results, _ = _decide(args)
     show = _printer(args.quiet)
     try:
+        if args.to in ("ytvis", "coco"):
+            _prepare_json_outputs(args, list(results))
         n_kept = sum(int(r.kept.sum()) for r in results.values())
         if args.to == "ytvis":
             from uvis.export.ytvis import export_ytvis, export_ytvis_results

@@ -101,6 +101,9 @@ def launch_app(dataset_name: str, *, port: int = 5151, address: str = "127.0.0.1
     fo = require("fiftyone", "pip install fiftyone")
     import fiftyone.core.service as fos
 
+    from uvis.export.fiftyone_export import cleanup_temporaries
+
+    cleanup_temporaries(dataset_name)  # a killed overwrite's dataset is restored before it is shown
     if not fo.dataset_exists(dataset_name):
         raise BadInputError(f"FiftyOne dataset '{dataset_name}' does not exist; export to it first")
     url = f"http://{address}:{port}/datasets/{quote(dataset_name, safe='')}"

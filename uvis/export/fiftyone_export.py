@@ -42,7 +42,9 @@ Atomicity: the dataset is always built under a temporary name
 (``<name>.uvis-tmp-<pid>-<rand>``) and renamed when complete; ``overwrite`` then
 replaces the old dataset (renamed aside, deleted only after the new one took its
 name), ``append`` builds on a clone. On any failure the temporary dataset is deleted,
-and temporaries left by killed processes are cleaned up by the next export.
+and temporaries left by killed processes (datasets and media files) are cleaned up by
+the next export; the next reader restores a dataset a killed overwrite left aside
+(:func:`load_exported`).
 
 Frame documents are written through ``set_values(..., validate=False)`` with the
 label documents built directly (FiftyOne's ODM costs ~1 ms per detection, too slow
@@ -57,6 +59,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from fractions import Fraction
@@ -71,7 +74,7 @@ from uvis import masks as mask_ops
 from uvis.decide import VideoResult
 from uvis.errors import BadInputError, MissingDependencyError, UvisError, require
 from uvis.export._common import common_vocabulary, export_labels, proposal_indices
-from uvis.fsutil import atomic_path
+from uvis.fsutil import DEFAULT_MAX_TEMP_AGE_S, atomic_path, clean_stale_temps, owner_gone
 from uvis.export.frames import iter_processed_frames
 from uvis.types import Reason, VideoInfo
 
@@ -267,16 +270,6 @@ def _config_sha(config_dict: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _mark_pid(full: str, prefix: str) -> int | None:
     try:
         return int(full[len(prefix):].split("-", 1)[0])
@@ -284,22 +277,39 @@ def _mark_pid(full: str, prefix: str) -> int | None:
         return None
 
 
-def cleanup_temporaries(dataset_name: str) -> list[str]:
-    """Remove leftovers of exports to ``dataset_name`` killed mid-way (their process is gone).
+def _created(fo: Any, name: str) -> float:
+    """Creation time of a dataset (epoch seconds); FiftyOne stores naive UTC."""
+    from datetime import timezone
 
-    A temporary dataset is deleted; a dataset renamed aside by an interrupted overwrite
-    is restored to ``dataset_name`` if that name is free, else deleted. Returns the
-    names acted on.
+    created = fo.load_dataset(name).created_at
+    if created is None:
+        return 0.0
+    return (created if created.tzinfo else created.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def cleanup_temporaries(dataset_name: str, *, max_age_s: float = DEFAULT_MAX_TEMP_AGE_S) -> list[str]:
+    """Remove leftovers of exports to ``dataset_name`` killed mid-way.
+
+    A leftover is stale when its process is gone: its PID is not running, or runs a
+    process started after the dataset was made (a reused PID), or it is older than
+    ``max_age_s``. A stale temporary dataset is deleted; a dataset renamed aside by an
+    interrupted overwrite is restored to ``dataset_name`` if that name is free (the
+    overwrite never completed), else deleted. Every reader of an exported dataset
+    calls this first (:func:`load_exported`), so a killed overwrite is repaired on the
+    next access, not only on the next export. Returns the names acted on.
     """
     fo = require("fiftyone", "pip install fiftyone")
     done = []
-    for n in fo.list_datasets():
+    now = time.time()
+    for n in sorted(fo.list_datasets()):
         for mark in (TMP_MARK, OLD_MARK):
             prefix = dataset_name + mark
             if not n.startswith(prefix):
                 continue
             pid = _mark_pid(n, prefix)
-            if pid is None or _pid_alive(pid):
+            created = _created(fo, n)
+            stale = pid is None or now - created > max_age_s or (pid != os.getpid() and owner_gone(pid, created))
+            if not stale:
                 continue
             if mark == OLD_MARK and not fo.dataset_exists(dataset_name):
                 fo.load_dataset(n).name = dataset_name
@@ -307,6 +317,20 @@ def cleanup_temporaries(dataset_name: str) -> list[str]:
                 fo.delete_dataset(n)
             done.append(n)
     return done
+
+
+def load_exported(dataset_name: str) -> Any:
+    """Load a dataset written by :func:`export_fiftyone`, first repairing what a killed
+    export left (:func:`cleanup_temporaries`).
+
+    Raises:
+        BadInputError: no such dataset. MissingDependencyError: fiftyone missing.
+    """
+    fo = require("fiftyone", "pip install fiftyone")
+    cleanup_temporaries(dataset_name)
+    if not fo.dataset_exists(dataset_name):
+        raise BadInputError(f"FiftyOne dataset '{dataset_name}' does not exist")
+    return fo.load_dataset(dataset_name)
 
 
 def _swap_in(fo: Any, ds: Any, name: str, replace: bool) -> None:
@@ -393,6 +417,7 @@ def export_fiftyone(results: Mapping[str, VideoResult], dataset_name: str, *, ov
         if present:
             raise BadInputError(f"FiftyOne dataset '{dataset_name}' already holds {', '.join(sorted(present))}; "
                                 "use --overwrite to rebuild it")
+    clean_stale_temps(media_dir)  # media files of killed exports
     media = {}
     for name, r in results.items():
         media[name] = encode_video(r.info, media_dir, None if progress is None else

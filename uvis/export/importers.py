@@ -572,13 +572,9 @@ def import_fiftyone_dataset(dataset_name: str) -> dict[str, ImportedVideo]:
         BadInputError: no such dataset, or a dataset/sample not written by UVIS Studio.
         MissingDependencyError: fiftyone is not installed.
     """
-    from uvis.errors import require
-    from uvis.export.fiftyone_export import DROPPED_FIELD, KEPT_FIELD, SAMPLE_FIELD
+    from uvis.export.fiftyone_export import DROPPED_FIELD, KEPT_FIELD, SAMPLE_FIELD, load_exported
 
-    fo = require("fiftyone", "pip install fiftyone")
-    if not fo.dataset_exists(dataset_name):
-        raise BadInputError(f"FiftyOne dataset '{dataset_name}' does not exist")
-    ds = fo.load_dataset(dataset_name)
+    ds = load_exported(dataset_name)  # repairs what a killed export left first
     if ds.media_type != "video" or not ds.has_sample_field(SAMPLE_FIELD):
         raise BadInputError(f"FiftyOne dataset '{dataset_name}' was not exported by UVIS Studio "
                             f"(no video samples with a '{SAMPLE_FIELD}' field)")
@@ -713,13 +709,9 @@ def import_fiftyone_curation(workspace: Any, dataset_name: str, *, dry_run: bool
     """
     from uvis.curation import cache_key_of, fingerprint, src_frame_of
     from uvis.db import ItemRef
-    from uvis.errors import require
-    from uvis.export.fiftyone_export import DROPPED_FIELD, KEPT_FIELD, SAMPLE_FIELD
+    from uvis.export.fiftyone_export import DROPPED_FIELD, KEPT_FIELD, SAMPLE_FIELD, load_exported
 
-    fo = require("fiftyone", "pip install fiftyone")
-    if not fo.dataset_exists(dataset_name):
-        raise BadInputError(f"FiftyOne dataset '{dataset_name}' does not exist")
-    ds = fo.load_dataset(dataset_name)
+    ds = load_exported(dataset_name)  # repairs what a killed export left first
     if not ds.has_sample_field(SAMPLE_FIELD):
         raise BadInputError(f"FiftyOne dataset '{dataset_name}' was not exported by UVIS Studio")
     schema = ds.get_frame_field_schema(flat=True)
