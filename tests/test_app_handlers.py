@@ -382,3 +382,54 @@ def test_json_exports_and_table1(ctrl):
     cat = lines["cat"]
     assert cat[header.index("score+pmf")].startswith("100")
     assert not cat[header.index("none")].startswith("100")
+
+
+# ----------------------------------------------------------------------------- batch, track, draw (app -> uvis.batch)
+def test_review_batch_reject_is_one_undo_step(ctrl):
+    cfg = Config().replace(labeler__vocabulary=VOCAB, filters__clip_threshold=0.0)
+    refs = [(t, 0) for t in range(0, N, 2)]
+    report = ctrl.curate_refs("clip", cfg, refs, "reject")
+    assert report.instances == len(refs)
+    res = ctrl.result("clip", cfg)
+    rows = [ctrl.frame_rows("clip", t).start for t, _ in refs]
+    assert all(res.instances.decision[r] == Reason.USER_REJECT for r in rows)
+    assert ctrl.curation_count("clip") == 1  # one log row for the whole selection
+    ctrl.undo("clip")
+    res = ctrl.result("clip", cfg)
+    assert not any(res.instances.decision[r] == Reason.USER_REJECT for r in rows)
+
+
+def test_whole_track_relabel_and_stale_similar_proposals(ctrl):
+    cfg = Config().replace(labeler__vocabulary=VOCAB, filters__clip_threshold=0.0)
+    res = ctrl.result("clip", cfg)
+    track = int(res.instances.track_id[ctrl.frame_rows("clip", 3).start])
+    ctrl.curate_track("clip", cfg, 3, 0, "relabel", "cow")
+    res = ctrl.result("clip", cfg)
+    members = np.flatnonzero(res.instances.track_id == track)
+    assert len(members) == N and all(res.class_name(int(r)) == "cow" for r in members)
+    proposal = ctrl.propose_similar("clip", cfg, 2, 1, "dog")
+    ctrl.undo("clip")  # the proposals were made on a curation state that no longer exists
+    with pytest.raises(BadInputError):
+        ctrl.apply_similar("clip", cfg, proposal, 0.0)
+
+
+def test_drawn_instance_reaches_the_ytvis_export(ctrl):
+    import json
+
+    from app import exports
+
+    cfg = Config().replace(labeler__vocabulary=VOCAB, filters__clip_threshold=0.0)
+    mask = np.zeros((H, W), bool)
+    mask[2:8, 40:56] = True  # where no proposal is
+    msg = ctrl.draw_instance("clip", cfg, 6, mask, "cow")
+    assert "drawn instance saved on frame 6" in msg
+    results = ctrl.project().decide(cfg)
+    data = json.loads(exports.export_ytvis(results, ctrl.ws.exports_dir).read_text())
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    hits = [a for a in data["annotations"] if names[a["category_id"]] == "cow" and a["segmentations"][6]]
+    assert hits, "the drawn cow is not in the export"
+    seg = hits[0]["segmentations"][6]
+    drawn = M.decode({"size": seg["size"], "counts": seg["counts"]})
+    assert drawn.shape == (H, W) and (drawn.astype(bool) == mask).all()
+    with pytest.raises(BadInputError):
+        ctrl.draw_instance("clip", cfg, 6, np.zeros((H, W), bool), "cow")
