@@ -149,12 +149,17 @@ def clean_stale_temps(folder: str | Path, *, max_age_s: float = DEFAULT_MAX_TEMP
     for p in sorted(candidates):
         if not is_stale_temp(p, max_age_s=max_age_s):
             continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+        _remove(p)
         removed.append(p)
     return removed
+
+
+def _remove(p: Path) -> None:
+    """Delete a temporary file or folder (a symlink is unlinked, never followed)."""
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
 
 
 def clean_stale_siblings(path: str | Path) -> list[Path]:
@@ -175,10 +180,7 @@ def clean_stale_siblings(path: str | Path) -> list[Path]:
         if m.group("tag") and m.group("name") == path.name and not path.exists():
             os.replace(p, path)  # the complete old folder, left aside by a killed swap
             continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+        _remove(p)
         removed.append(p)
     return removed
 
